@@ -1,0 +1,132 @@
+"""Run configuration (pydantic: validated once at startup, so bad config fails loudly and early).
+
+A config file is TOML. Connection settings may be overridden by environment variables or a `.env`
+file (`KAFKA_BOOTSTRAP`, `CLICKHOUSE_DSN`, `CRYPTOFLOW_DATA_DIR`); secrets never live in the file.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class BarsConfig(_Section):
+    interval_s: int = Field(60, gt=0)
+    grace_ms: int = Field(2_000, ge=0)  # out-of-order tolerance before a bar closes
+
+
+class FeaturesConfig(_Section):
+    sma: list[int] = Field(default_factory=lambda: [10, 50])
+    ema: list[int] = Field(default_factory=lambda: [20])
+    rsi: int = Field(14, gt=1)
+    vol_window: int = Field(20, gt=1)
+
+
+class StrategyConfig(_Section):
+    kind: Literal["sma_cross"] = "sma_cross"
+    fast: int = Field(10, gt=0)
+    slow: int = Field(50, gt=0)
+    price: Literal["close", "open", "high", "low"] = "close"
+    long_only: bool = True
+
+    @model_validator(mode="after")
+    def _fast_below_slow(self) -> StrategyConfig:
+        if self.fast >= self.slow:
+            raise ValueError(f"strategy.fast ({self.fast}) must be < strategy.slow ({self.slow})")
+        return self
+
+
+class SizingConfig(_Section):
+    fraction: float = Field(1.0, gt=0, le=1.0)  # of sleeve equity per entry; 1.0 = all-in
+
+
+class RiskConfig(_Section):
+    max_position_notional: float = Field(1e12, gt=0)
+
+
+class ExecutionConfig(_Section):
+    fee_bps: float = Field(10.0, ge=0)
+    slippage_bps: float = Field(0.0, ge=0)
+
+
+class PortfolioConfig(_Section):
+    initial_cash: float = Field(1_000_000.0, gt=0)
+    currency: str = "USDT"
+
+
+class KafkaConfig(_Section):
+    bootstrap: str = "127.0.0.1:9092"
+    partitions: dict[str, int] = Field(default_factory=dict)  # topic -> count overrides
+    batch_size: int = Field(10_000, gt=0)
+
+
+class ClickHouseConfig(_Section):
+    dsn: str = ""  # empty: chdb:///<data_dir>/clickhouse
+    database: str = "cryptoflow"
+    batch_rows: int = Field(1_000, gt=0)
+    batch_seconds: float = Field(1.0, gt=0)
+
+
+class Config(_Section):
+    symbols: list[str] = Field(default_factory=lambda: ["BTCUSDT", "ETHUSDT"])
+    bars: BarsConfig = BarsConfig()
+    features: FeaturesConfig = FeaturesConfig()
+    strategy: StrategyConfig = StrategyConfig()
+    sizing: SizingConfig = SizingConfig()
+    risk: RiskConfig = RiskConfig()
+    execution: ExecutionConfig = ExecutionConfig()
+    portfolio: PortfolioConfig = PortfolioConfig()
+    kafka: KafkaConfig = KafkaConfig()
+    clickhouse: ClickHouseConfig = ClickHouseConfig()
+
+    @field_validator("symbols")
+    @classmethod
+    def _symbols(cls, v: list[str]) -> list[str]:
+        if not v:
+            raise ValueError("symbols must not be empty")
+        bad = [s for s in v if not s or not s.replace("_", "").replace("-", "").isalnum()]
+        if bad:
+            raise ValueError(f"bad symbol names: {bad}")
+        return [s.upper() for s in v]
+
+
+class Settings(BaseSettings):
+    """Environment overrides (and `.env`)."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
+
+    kafka_bootstrap: str | None = None
+    clickhouse_dsn: str | None = None
+    cryptoflow_data_dir: str = "var"
+
+
+def load_config(path: str | Path | None = None, **overrides: object) -> Config:
+    """Read a TOML config (or defaults), then apply environment settings and explicit overrides."""
+    raw: dict[str, object] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise FileNotFoundError(f"config file not found: {p}")
+        with p.open("rb") as fh:
+            raw = tomllib.load(fh)
+    raw.update({k: v for k, v in overrides.items() if v is not None})
+    cfg = Config.model_validate(raw)
+    env = Settings()
+    kafka = cfg.kafka.model_copy(update={"bootstrap": env.kafka_bootstrap or cfg.kafka.bootstrap})
+    dsn = env.clickhouse_dsn or cfg.clickhouse.dsn
+    if not dsn:
+        dsn = f"chdb:///{Path(env.cryptoflow_data_dir).resolve().as_posix().lstrip('/')}/clickhouse"
+    ch = cfg.clickhouse.model_copy(update={"dsn": dsn})
+    return cfg.model_copy(update={"kafka": kafka, "clickhouse": ch})
+
+
+def data_dir() -> Path:
+    return Path(Settings().cryptoflow_data_dir).resolve()
