@@ -39,7 +39,7 @@ class Trade(Message, frozen=True):
 
 
 class Bar(Message, frozen=True):
-    """An OHLCV bar. `ts_event` is the bar's open time; it covers [ts_event, ts_event+interval_ns)."""
+    """An OHLCV bar covering [ts_event, ts_event + interval_ns): ts_event is the open time."""
 
     symbol: str
     ts_event: int

@@ -1,0 +1,168 @@
+"""`cryptoflow` — one command, a verb per job (`cryptoflow VERB --help`)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from rich.console import Console
+
+from schemas.config import Config, data_dir, load_config
+
+DEMO_BARS = "examples/data/binance_spot_btc_eth_1m_2024-01.parquet"
+DEMO_CONFIG = "examples/sma_cross.toml"
+
+
+def _cfg(args: argparse.Namespace) -> Config:
+    return load_config(getattr(args, "config", None))
+
+
+def cmd_infra(args: argparse.Namespace) -> int:
+    from infra.kafka import broker
+
+    cfg = _cfg(args)
+    kdir = data_dir()
+    if args.action == "up":
+        bootstrap = broker.up(cfg.kafka.bootstrap, kdir, cfg.kafka.partitions)
+        Console().print(f"kafka up at [bold]{bootstrap}[/]")
+    elif args.action == "down":
+        broker.down(kdir)
+        Console().print("kafka down")
+    else:
+        st = broker.status(cfg.kafka.bootstrap, kdir)
+        Console().print(st)
+        return 0 if st.get("running") else 1
+    return 0
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    from dataflows.backtest import parse_time
+    from dataflows.ingest import ingest_file
+
+    cfg = _cfg(args)
+    n = ingest_file(
+        args.path,
+        cfg.kafka.bootstrap,
+        args.kind,
+        topic=args.topic,
+        symbols=args.symbols.split(",") if args.symbols else None,
+        start_ns=parse_time(args.start),
+        end_ns=parse_time(args.end),
+        venue=None if args.venue == "all" else args.venue,
+        progress=not args.no_progress,
+    )
+    Console().print(f"delivered {n} messages")
+    return 0
+
+
+def _speed(s: str) -> float | None:
+    if s == "max":
+        return None
+    v = float(s)
+    if v <= 0:
+        raise argparse.ArgumentTypeError("speed must be > 0 or 'max'")
+    return v
+
+
+def cmd_backtest(args: argparse.Namespace) -> int:
+    from dataflows.backtest import BacktestSpec, parse_time, run_backtest
+
+    cfg = _cfg(args)
+    symbols = tuple(s.strip().upper() for s in args.symbols.split(",")) if args.symbols else ()
+    spec = BacktestSpec(
+        source=args.source,
+        symbols=symbols or tuple(cfg.symbols),
+        start_ns=parse_time(args.start),
+        end_ns=parse_time(args.end),
+        speed=args.speed,
+        workers=args.workers,
+        publish=args.publish,
+    )
+    run_backtest(cfg, spec, args.out, run_id=args.run_id, progress=not args.no_progress)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Shipped real data -> Kafka -> replay -> report, on the embedded defaults."""
+    from dataflows.backtest import BacktestSpec, parse_time, run_backtest
+    from dataflows.ingest import ingest_file
+    from infra.kafka import broker
+
+    console = Console()
+    cfg = load_config(DEMO_CONFIG)
+    console.rule("1/3 Kafka broker")
+    broker.up(cfg.kafka.bootstrap, data_dir(), cfg.kafka.partitions)
+    console.rule("2/3 ingest real Binance 1m bars (Jan 2024) into md.bars.v1")
+    ingest_file(DEMO_BARS, cfg.kafka.bootstrap, "bars")
+    console.rule("3/3 replay md.bars.v1 through the trading flow")
+    spec = BacktestSpec(
+        source="kafka:md.bars.v1",
+        symbols=("BTCUSDT", "ETHUSDT"),
+        start_ns=parse_time("2024-01-01"),
+        end_ns=parse_time("2024-02-01"),
+    )
+    run_id, _ = run_backtest(cfg, spec, Path(args.out))
+    console.print(f"outputs in [bold]{args.out}[/] (run {run_id}); rows in {cfg.clickhouse.dsn}")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="cryptoflow", description=__doc__)
+    sub = p.add_subparsers(dest="verb", required=True)
+
+    s = sub.add_parser("infra", help="manage the local Kafka broker (KRaft, single node)")
+    s.add_argument("action", choices=["up", "down", "status"])
+    s.add_argument("--config", help="TOML config file")
+    s.set_defaults(fn=cmd_infra)
+
+    s = sub.add_parser("ingest", help="publish market data to Kafka")
+    isub = s.add_subparsers(dest="what", required=True)
+    f = isub.add_parser("file", help="publish a parquet/CSV file of trades or bars")
+    f.add_argument("path")
+    f.add_argument("--kind", choices=["trades", "bars"], help="default: detected from columns")
+    f.add_argument("--topic", help="default: md.trades.v1 or md.bars.v1")
+    f.add_argument("--symbols", help="comma-separated filter")
+    f.add_argument("--start", help="ISO date/time, UTC, inclusive")
+    f.add_argument("--end", help="ISO date/time, UTC, exclusive")
+    f.add_argument("--venue", default="binance_spot", help="trade files: venue filter, or 'all'")
+    f.add_argument("--config", help="TOML config file")
+    f.add_argument("--no-progress", action="store_true")
+    f.set_defaults(fn=cmd_ingest)
+
+    s = sub.add_parser("backtest", help="replay history through the trading flow and report")
+    s.add_argument("--source", required=True, help="kafka:<topic> or file:<path>")
+    s.add_argument("--start", help="ISO date/time, UTC, inclusive")
+    s.add_argument("--end", help="ISO date/time, UTC, exclusive")
+    s.add_argument("--symbols", help="comma-separated; default: the config's symbols")
+    s.add_argument("--config", help="TOML config file")
+    s.add_argument("--out", type=Path, help="write fills.csv, equity.csv, summary.json here")
+    s.add_argument("--speed", type=_speed, default=None, help="1, 60, ... x real time, or max")
+    s.add_argument("--workers", type=int, default=1, help="Bytewax workers in this process")
+    s.add_argument("--run-id", help="default: derived from source, range, symbols and config")
+    s.add_argument(
+        "--publish",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="send orders/fills/dead letters to Kafka (default: when the source is Kafka)",
+    )
+    s.add_argument("--no-progress", action="store_true")
+    s.set_defaults(fn=cmd_backtest)
+
+    s = sub.add_parser("demo", help="start Kafka, ingest shipped real data, replay, report")
+    s.add_argument("--out", default="out/demo", help="report directory")
+    s.set_defaults(fn=cmd_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return int(args.fn(args) or 0)
+    except (ValueError, FileNotFoundError) as exc:
+        Console(stderr=True).print(f"[red]error:[/] {exc}")
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

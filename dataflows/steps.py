@@ -1,0 +1,123 @@
+"""Thin Bytewax shims around the pure operators: each holds one operator state per key (symbol)
+and moves whole batches, so Bytewax's per-item cost is paid per batch, not per tick or bar."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from typing import Any
+
+from bytewax.operators import StatefulLogic
+
+from operators.bars import BarBuilder
+from operators.features import FeatureSet
+from operators.sleeve import Sleeve
+from operators.validation import BarSequenceGuard, dead_letter_for
+from schemas.messages import Bar, DeadLetter, Metric, Signal, Trade
+
+# What flows between steps: one list per item, keyed by symbol.
+Batch = list[Any]
+
+
+class _Shim(StatefulLogic[Batch, Batch, Any]):
+    """Bytewax builders do not see the key, so per-symbol state is built from the first item."""
+
+    state: Any
+
+    def snapshot(self) -> Any:
+        return copy.deepcopy(self.state)
+
+
+class BarsLogic(_Shim):
+    """Trades -> closed bars; late and duplicate trades become dead letters."""
+
+    def __init__(self, interval_ns: int, grace_ns: int, resume: BarBuilder | None) -> None:
+        self.interval_ns = interval_ns
+        self.grace_ns = grace_ns
+        self.state: BarBuilder | None = resume
+
+    def on_item(self, value: list[Trade]) -> tuple[list[Batch], bool]:
+        if self.state is None:
+            self.state = BarBuilder(value[0].symbol, self.interval_ns, self.grace_ns)
+        bars, rejects = self.state.update(value)
+        out: Batch = list(bars)
+        out.extend(dead_letter_for(t, "bars", reason) for t, reason in rejects)
+        return ([out] if out else []), self.RETAIN
+
+    def on_eof(self) -> tuple[list[Batch], bool]:
+        st = self.state
+        if st is None:
+            return [], self.RETAIN
+        out: Batch = list(st.flush())
+        ts = st._watermark
+        labels = f"symbol={st.symbol}"
+        out += [
+            Metric("trades_late", ts, ts, float(st.late), labels),
+            Metric("trades_duplicate", ts, ts, float(st.duplicates), labels),
+            Metric("bars_built", ts, ts, float(st.bars_emitted), labels),
+        ]
+        return [out], self.RETAIN
+
+
+class SignalState:
+    """Per symbol: sequence guard, features and the strategy (picklable, no Bytewax)."""
+
+    def __init__(self, features: FeatureSet, strategy: Any) -> None:
+        self.guard = BarSequenceGuard()
+        self.features = features
+        self.strategy = strategy
+
+
+class SignalsLogic(_Shim):
+    """Bars -> (bar, features, signal | None) triples; bad bar sequences become dead letters."""
+
+    def __init__(self, factory: Callable[[str], SignalState], resume: SignalState | None) -> None:
+        self.factory = factory
+        self.state: SignalState | None = resume
+
+    def on_item(self, value: list[Bar | DeadLetter | Metric]) -> tuple[list[Batch], bool]:
+        out: Batch = []
+        for bar in value:
+            if not isinstance(bar, Bar):
+                out.append(bar)  # dead letters / metrics from upstream pass through
+                continue
+            st = self.state
+            if st is None:
+                st = self.state = self.factory(bar.symbol)
+            problem = st.guard.check(bar)
+            if problem is not None:
+                out.append(dead_letter_for(bar, "signals", problem))
+                continue
+            feats = st.features.update(bar)
+            sig: Signal | None = st.strategy.update(bar)
+            out.append((bar, feats, sig))
+        return ([out] if out else []), self.RETAIN
+
+
+class TraderLogic(_Shim):
+    """(bar, features, signal) -> orders, denials, fills, positions, equity (one sleeve)."""
+
+    def __init__(self, factory: Callable[[str], Sleeve], resume: Sleeve | None) -> None:
+        self.factory = factory
+        self.state: Sleeve | None = resume
+
+    def on_item(self, value: Batch) -> tuple[list[Batch], bool]:
+        out: Batch = []
+        for item in value:
+            if type(item) is tuple:
+                bar, _feats, sig = item
+                if self.state is None:
+                    self.state = self.factory(bar.symbol)
+                out.append(bar)
+                if sig is not None:
+                    out.append(sig)
+                out.extend(self.state.on_bar(bar, sig))
+            else:
+                out.append(item)
+        return ([out] if out else []), self.RETAIN
+
+    def on_eof(self) -> tuple[list[Batch], bool]:
+        if self.state is None:
+            return [], self.RETAIN
+        snap = self.state.final_snapshot()
+        return ([snap] if snap else []), self.RETAIN

@@ -1,0 +1,449 @@
+"""ClickHouse storage: connection, DDL generated from the wire schemas, batched verified inserts.
+
+One code path for an embedded chDB (`chdb:///abs/path`) and a server (`http://host:8123`):
+everything goes through clickhouse-connect. Tables are `ReplacingMergeTree` ordered by each
+message's natural key, so replaying an epoch (at-least-once delivery) leaves `FINAL` results
+unchanged. Read with `FINAL` (see `count_final`) until background merges have collapsed
+duplicates.
+
+chDB runs ONE data path per process: `connect` caches one client per DSN and refuses a second
+chDB path with a clear error. Several processes (or paths) need a ClickHouse server.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import threading
+import time
+import types
+import typing
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from operator import attrgetter
+from typing import Any, Literal
+from urllib.parse import urlparse
+
+import clickhouse_connect
+import msgspec
+from clickhouse_connect.driver.client import Client
+
+from schemas.messages import (
+    Bar,
+    DeadLetter,
+    EquityPoint,
+    Fill,
+    Metric,
+    Order,
+    OrderDenied,
+    PositionSnapshot,
+    RunInfo,
+    Signal,
+    Trade,
+)
+
+__all__ = [
+    "TABLES",
+    "TABLE_BY_CLASS",
+    "BatchWriter",
+    "ClickHouseError",
+    "ClickHouseWriteError",
+    "Table",
+    "close_all",
+    "column_type",
+    "columns_for",
+    "connect",
+    "count_final",
+    "create_table_sql",
+    "ensure_tables",
+    "query_df",
+    "rows_for",
+    "table_columns",
+]
+
+log = logging.getLogger(__name__)
+
+DATETIME = "DateTime64(9, 'UTC')"  # spelled as system.columns reports it, so DDL checks compare
+LOW_CARDINALITY_NAMES = frozenset(
+    {
+        "symbol",
+        "side",
+        "venue",
+        "strategy",
+        "account",
+        "source",
+        "rule",
+        "mode",
+        "liquidity",
+        "order_type",
+        "aggressor",
+        "name",  # Metric.name: a small fixed set of metric names
+    }
+)
+TIME_NAMES = frozenset({"start", "end"})
+
+
+class ClickHouseError(RuntimeError):
+    """Misuse or misconfiguration of the storage layer."""
+
+
+class ClickHouseWriteError(ClickHouseError):
+    """An insert failed or could not be verified; the rows stay buffered for a retry."""
+
+    def __init__(self, table: str, rows: int, detail: str) -> None:
+        super().__init__(f"ClickHouse insert into {table!r} of {rows} rows failed: {detail}")
+        self.table = table
+        self.rows = rows
+
+
+# --------------------------------------------------------------------------- connections
+
+_LOCK = threading.Lock()
+_CLIENTS: dict[str, Client] = {}
+_CHDB_PATH: str | None = None  # the one chDB path this process has opened
+
+
+def _chdb_path(dsn: str) -> str | None:
+    """The directory of a `chdb:` DSN (None for in-memory); mirrors clickhouse-connect's parse."""
+    parsed = urlparse(dsn)
+    location = parsed.netloc.rpartition("@")[2] if parsed.netloc else parsed.path
+    if location in ("", "memory", ":memory:"):
+        return None
+    return os.path.realpath(location)
+
+
+def _quote(identifier: str) -> str:
+    return "`" + identifier.replace("\\", "\\\\").replace("`", "\\`") + "`"
+
+
+def connect(dsn: str, database: str = "cryptoflow") -> Client:
+    """The process-wide client for `dsn` (created once), with `database` created if missing.
+
+    The client has no default database: always qualify tables as `database.table`, so one
+    client serves every database (tests isolate themselves by database name).
+    Do not `close()` the returned client; use `close_all()`.
+    """
+    global _CHDB_PATH
+    with _LOCK:
+        client = _CLIENTS.get(dsn)
+        if client is None:
+            if dsn.startswith("chdb:"):
+                path = _chdb_path(dsn) or ":memory:"
+                if _CHDB_PATH is not None and path != _CHDB_PATH:
+                    raise ClickHouseError(
+                        f"chDB is already open at {_CHDB_PATH!r} in this process; cannot also open "
+                        f"{path!r}. chDB runs one data path per process: use one DSN everywhere, "
+                        "or a ClickHouse server (http://host:8123) for several paths or processes."
+                    )
+                if path != ":memory:":
+                    os.makedirs(path, exist_ok=True)
+                client = clickhouse_connect.get_client(dsn=dsn)
+                _CHDB_PATH = path
+            else:
+                client = clickhouse_connect.get_client(dsn=dsn)
+            _CLIENTS[dsn] = client
+    client.command(f"CREATE DATABASE IF NOT EXISTS {_quote(database)}")
+    return client
+
+
+def close_all() -> None:
+    """Close every cached client; afterwards a different chDB path may be opened."""
+    global _CHDB_PATH
+    with _LOCK:
+        for client in _CLIENTS.values():
+            client.close()
+        _CLIENTS.clear()
+        _CHDB_PATH = None
+
+
+# --------------------------------------------------------------------------- schema → DDL
+
+
+def column_type(name: str, python_type: Any) -> str:
+    """ClickHouse type of a message field (from its resolved annotation)."""
+    origin = typing.get_origin(python_type)
+    if origin is Literal:
+        values = typing.get_args(python_type)
+        if all(isinstance(v, str) for v in values):
+            return "LowCardinality(String)"
+        raise TypeError(f"field {name!r}: only Literal[str, ...] is supported, got {python_type}")
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(python_type) if a is not type(None)]
+        if len(args) == 1:
+            inner = column_type(name, args[0])
+            if inner.startswith("LowCardinality("):
+                return f"LowCardinality(Nullable({inner[len('LowCardinality(') : -1]}))"
+            return f"Nullable({inner})"
+        raise TypeError(f"field {name!r}: unions are not supported, got {python_type}")
+    if python_type is bool:  # before int: bool is an int subclass
+        return "Bool"
+    if python_type is int:
+        return DATETIME if name.startswith("ts_") or name in TIME_NAMES else "Int64"
+    if python_type is float:
+        return "Float64"
+    if python_type is str:
+        return "LowCardinality(String)" if name in LOW_CARDINALITY_NAMES else "String"
+    raise TypeError(f"field {name!r}: no ClickHouse type for {python_type!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class Table:
+    name: str
+    message_cls: type[msgspec.Struct]
+    order_by: tuple[str, ...]  # the natural key (column names or expressions)
+
+
+TABLES: dict[str, Table] = {
+    t.name: t
+    for t in (
+        Table("trades", Trade, ("run_id", "symbol", "trade_id")),
+        Table("bars", Bar, ("run_id", "symbol", "interval_ns", "ts_event")),
+        Table("signals", Signal, ("run_id", "strategy", "symbol", "ts_event")),
+        Table("orders", Order, ("run_id", "order_id")),
+        Table("order_denials", OrderDenied, ("run_id", "intent_id")),
+        Table("fills", Fill, ("run_id", "fill_id")),
+        Table("positions", PositionSnapshot, ("run_id", "symbol", "ts_event")),
+        Table("equity", EquityPoint, ("run_id", "account", "ts_event")),
+        Table("metrics", Metric, ("run_id", "name", "labels", "ts_event")),
+        Table(
+            "dead_letters",
+            DeadLetter,
+            ("run_id", "source", "reason", "key", "ts_event", "cityHash64(payload)"),
+        ),
+        Table("runs", RunInfo, ("run_id",)),
+    )
+}
+TABLE_BY_CLASS: dict[type[msgspec.Struct], Table] = {t.message_cls: t for t in TABLES.values()}
+
+
+def _table(table: Table | str) -> Table:
+    if isinstance(table, Table):
+        return table
+    try:
+        return TABLES[table]
+    except KeyError:
+        raise ClickHouseError(f"unknown table {table!r}; known: {sorted(TABLES)}") from None
+
+
+@functools.cache
+def _layout(table: Table) -> tuple[tuple[tuple[str, str], ...], bool]:
+    """((column, type), ...) with run_id first, and whether run_id comes from the struct."""
+    hints = typing.get_type_hints(table.message_cls, include_extras=False)
+    fields = [
+        (f.name, column_type(f.name, hints[f.name]))
+        for f in msgspec.structs.fields(table.message_cls)
+    ]
+    own = bool(fields) and fields[0][0] == "run_id"
+    if any(name == "run_id" for name, _ in fields) and not own:
+        raise ClickHouseError(f"{table.message_cls.__name__}.run_id must be its first field")
+    if own:
+        fields[0] = ("run_id", "LowCardinality(String)")
+        return tuple(fields), True
+    return (("run_id", "LowCardinality(String)"), *fields), False
+
+
+def table_columns(table: Table | str) -> list[tuple[str, str]]:
+    """[(column, ClickHouse type), ...] of a table, run_id first."""
+    return list(_layout(_table(table))[0])
+
+
+def create_table_sql(table: Table | str, database: str) -> str:
+    t = _table(table)
+    cols = ",\n    ".join(f"{_quote(n)} {typ}" for n, typ in table_columns(t))
+    key = t.order_by[0] if len(t.order_by) == 1 else f"({', '.join(t.order_by)})"
+    return (
+        f"CREATE TABLE IF NOT EXISTS {_quote(database)}.{_quote(t.name)} (\n    {cols}\n)\n"
+        f"ENGINE = ReplacingMergeTree\nORDER BY {key}"
+    )
+
+
+def ensure_tables(
+    client: Client, database: str, tables: Iterable[Table | str] | None = None
+) -> None:
+    """Create the database and every (or the given) table if missing. Idempotent."""
+    client.command(f"CREATE DATABASE IF NOT EXISTS {_quote(database)}")
+    for t in tables if tables is not None else TABLES.values():
+        client.command(create_table_sql(t, database))
+
+
+# --------------------------------------------------------------------------- rows
+
+_astuple = msgspec.structs.astuple
+
+
+def rows_for(
+    table: Table | str, structs: Iterable[msgspec.Struct], run_id: str = ""
+) -> tuple[list[str], list[tuple[Any, ...]]]:
+    """(column_names, rows) for a row-oriented `client.insert`, run_id prepended to each row.
+
+    Tables whose message carries its own `run_id` (runs) use the struct's value and ignore
+    `run_id`. Structs must be of the table's message class (BatchWriter checks this).
+    """
+    layout, own = _layout(_table(table))
+    names = [n for n, _ in layout]
+    if own:
+        return names, list(map(_astuple, structs))
+    return names, [(run_id, *_astuple(s)) for s in structs]
+
+
+@functools.cache
+def _getters(table: Table) -> tuple[Callable[[Any], Any], ...]:
+    return tuple(attrgetter(f.name) for f in msgspec.structs.fields(table.message_cls))
+
+
+def columns_for(
+    table: Table | str, structs: Sequence[msgspec.Struct], run_id: str = ""
+) -> tuple[list[str], list[list[Any]]]:
+    """(column_names, columns) for `client.insert(..., column_oriented=True)`.
+
+    What BatchWriter uses: clickhouse-connect serializes columns ~4x faster than rows (it
+    would transpose rows in Python), and one attrgetter pass per field is as fast as astuple.
+    """
+    t = _table(table)
+    layout, own = _layout(t)
+    columns = [list(map(g, structs)) for g in _getters(t)]
+    if not own:
+        columns.insert(0, [run_id] * len(structs))
+    return [n for n, _ in layout], columns
+
+
+# --------------------------------------------------------------------------- writer
+
+
+class BatchWriter:
+    """Buffers structs per table and inserts them in verified batches.
+
+    A table is flushed when it holds >= `batch_rows` rows or its oldest buffered row is
+    >= `batch_seconds` old; both are checked (for every table) on each `add`. Call `flush()`
+    at the end, and `flush_due()` from a timer if input can pause. Not thread-safe: use one
+    writer per thread (the Bytewax sink uses one partition, hence one writer).
+    """
+
+    def __init__(
+        self,
+        client: Client,
+        database: str,
+        run_id: str,
+        batch_rows: int = 1000,
+        batch_seconds: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if batch_rows <= 0 or batch_seconds <= 0:
+            raise ValueError("batch_rows and batch_seconds must be > 0")
+        self.client = client
+        self.database = database
+        self.run_id = run_id
+        self.batch_rows = batch_rows
+        self.batch_seconds = batch_seconds
+        self._clock = clock
+        self._buffers: dict[str, list[msgspec.Struct]] = {}
+        self._oldest: dict[str, float] = {}  # table -> clock() when its buffer became non-empty
+        self.written: dict[str, int] = {}  # rows confirmed written, per table
+        self.inserts = 0  # number of insert statements issued
+
+    def add(self, table_name: str, structs: msgspec.Struct | Iterable[msgspec.Struct]) -> None:
+        table = _table(table_name)
+        buf = self._buffers.setdefault(table.name, [])
+        before = len(buf)
+        if isinstance(structs, msgspec.Struct):
+            buf.append(structs)
+        else:
+            buf.extend(structs)
+        if len(buf) > before:
+            cls = table.message_cls
+            bad = next((s for s in buf[before:] if type(s) is not cls), None)
+            if bad is not None:
+                del buf[before:]
+                raise ClickHouseError(
+                    f"table {table.name!r} takes {cls.__name__}, got {type(bad).__name__}"
+                )
+            self._oldest.setdefault(table.name, self._clock())
+        self.flush_due()
+
+    def pending(self) -> dict[str, int]:
+        """Buffered (not yet inserted) rows per table."""
+        return {name: len(buf) for name, buf in self._buffers.items() if buf}
+
+    def flush_due(self) -> int:
+        """Flush the tables past a threshold; returns rows written."""
+        now = self._clock()
+        due = [
+            name
+            for name, buf in self._buffers.items()
+            if buf
+            and (len(buf) >= self.batch_rows or now - self._oldest[name] >= self.batch_seconds)
+        ]
+        return sum(self._flush_table(name) for name in due)
+
+    def flush(self) -> int:
+        """Flush every table; returns rows written."""
+        return sum(self._flush_table(name) for name in list(self._buffers))
+
+    def _flush_table(self, name: str) -> int:
+        buf = self._buffers.get(name)
+        if not buf:
+            return 0
+        table = TABLES[name]
+        n = len(buf)
+        try:
+            column_names, columns = columns_for(table, buf, self.run_id)
+            # Passing the types skips clickhouse-connect's DESCRIBE round trip per insert.
+            summary = self.client.insert(
+                name,
+                columns,
+                column_names=column_names,
+                database=self.database,
+                column_type_names=[typ for _, typ in _layout(table)[0]],
+                column_oriented=True,
+            )
+        except Exception as ex:  # rows stay buffered: a retry re-sends them (idempotent tables)
+            raise ClickHouseWriteError(
+                f"{self.database}.{name}", n, f"{type(ex).__name__}: {ex}"
+            ) from ex
+        self.inserts += 1
+        # chDB and HTTP both report written_rows for synchronous inserts. Materialized views may
+        # add to it, so only fewer rows is an error. Without the key (a server or proxy that
+        # drops the summary) the absence of an exception is the only signal: a synchronous
+        # insert that returns normally has committed.
+        reported = summary.summary.get("written_rows") if summary is not None else None
+        if reported is not None and int(reported) < n:
+            raise ClickHouseWriteError(
+                f"{self.database}.{name}", n, f"server reports only {reported} rows written"
+            )
+        if reported is None:
+            log.debug("no written_rows in insert summary for %s; trusting the insert", name)
+        buf.clear()
+        self._oldest.pop(name, None)
+        self.written[name] = self.written.get(name, 0) + n
+        return n
+
+
+# --------------------------------------------------------------------------- queries
+
+
+def query_df(
+    client: Client, sql: str, parameters: dict[str, Any] | Sequence[Any] | None = None
+) -> Any:
+    """Run a query and return a polars DataFrame (LowCardinality columns as plain strings).
+
+    `parameters` binds `{name:Type}` server-side placeholders (or `%(name)s` client-side).
+    """
+    import polars as pl  # heavy import; only reports and tests need it
+
+    table = client.query_arrow(sql, parameters=parameters)
+    df = pl.from_arrow(table)
+    assert isinstance(df, pl.DataFrame)
+    return df.with_columns(pl.col(pl.Categorical).cast(pl.String))
+
+
+def count_final(client: Client, database: str, table: str, run_id: str) -> int:
+    """Deduplicated row count of one run in one table."""
+    t = _table(table)
+    return int(
+        client.command(
+            f"SELECT count() FROM {_quote(database)}.{_quote(t.name)} FINAL "
+            "WHERE run_id = {run_id:String}",
+            parameters={"run_id": run_id},
+        )
+    )

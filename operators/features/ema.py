@@ -1,0 +1,32 @@
+"""Exponential moving average, k = 2/(n+1), seeded with the SMA of the first n values (TA-Lib's
+convention, so the stream equals talib.EMA at every bar)."""
+
+from __future__ import annotations
+
+from schemas.messages import Bar
+
+
+class EMA:
+    def __init__(self, n: int, field: str = "close") -> None:
+        if n < 1:
+            raise ValueError("EMA period must be >= 1")
+        self.n = n
+        self.field = field
+        self.name = f"ema_{n}" if field == "close" else f"ema_{n}_{field}"
+        self.k = 2.0 / (n + 1)
+        self._count = 0
+        self._seed = 0.0
+        self.value = float("nan")
+
+    def update(self, bar: Bar) -> float:
+        return self.update_value(getattr(bar, self.field))
+
+    def update_value(self, x: float) -> float:
+        self._count += 1
+        if self._count < self.n:
+            self._seed += x
+        elif self._count == self.n:
+            self.value = (self._seed + x) / self.n
+        else:
+            self.value = (x - self.value) * self.k + self.value
+        return self.value

@@ -1,0 +1,45 @@
+"""Relative Strength Index with Wilder smoothing, seeded by the simple mean of the first n
+gains/losses (TA-Lib's RSI with unstable period 0: first value at the (n+1)-th close)."""
+
+from __future__ import annotations
+
+from schemas.messages import Bar
+
+
+class RSI:
+    def __init__(self, n: int = 14) -> None:
+        if n < 2:
+            raise ValueError("RSI period must be >= 2")
+        self.n = n
+        self.name = f"rsi_{n}"
+        self._prev: float | None = None
+        self._count = 0  # price changes seen
+        self._gain = 0.0
+        self._loss = 0.0
+        self.value = float("nan")
+
+    def update(self, bar: Bar) -> float:
+        return self.update_price(bar.close)
+
+    def update_price(self, price: float) -> float:
+        prev, self._prev = self._prev, price
+        if prev is None:
+            return self.value
+        diff = price - prev
+        gain = diff if diff > 0 else 0.0
+        loss = -diff if diff < 0 else 0.0
+        n = self.n
+        self._count += 1
+        if self._count < n:
+            self._gain += gain
+            self._loss += loss
+            return self.value
+        if self._count == n:
+            self._gain = (self._gain + gain) / n
+            self._loss = (self._loss + loss) / n
+        else:
+            self._gain = (self._gain * (n - 1) + gain) / n
+            self._loss = (self._loss * (n - 1) + loss) / n
+        total = self._gain + self._loss
+        self.value = 100.0 * self._gain / total if total != 0.0 else 0.0
+        return self.value

@@ -1,0 +1,44 @@
+"""Simple moving average over the last n closes, summed in exact fixed point (no drift, and
+`compare` decides crossings exactly even when two averages tie)."""
+
+from __future__ import annotations
+
+from collections import deque
+
+from operators.fixedpoint import SCALE, to_fp
+from schemas.messages import Bar
+
+
+class SMA:
+    def __init__(self, n: int, field: str = "close") -> None:
+        if n < 1:
+            raise ValueError("SMA period must be >= 1")
+        self.n = n
+        self.field = field
+        self.name = f"sma_{n}" if field == "close" else f"sma_{n}_{field}"
+        self._window: deque[int] = deque()
+        self.exact_sum = 0  # sum of the window in units of 1/SCALE
+        self.value = float("nan")
+
+    @property
+    def ready(self) -> bool:
+        return len(self._window) == self.n
+
+    def update(self, bar: Bar) -> float:
+        return self.update_price(getattr(bar, self.field))
+
+    def update_price(self, price: float) -> float:
+        v = to_fp(price)
+        self._window.append(v)
+        self.exact_sum += v
+        if len(self._window) > self.n:
+            self.exact_sum -= self._window.popleft()
+        if self.ready:
+            self.value = self.exact_sum / (self.n * SCALE)  # int/int division rounds correctly
+        return self.value
+
+    def compare(self, other: SMA) -> int:
+        """Exact sign of self.value - other.value (both must be ready)."""
+        lhs = self.exact_sum * other.n
+        rhs = other.exact_sum * self.n
+        return (lhs > rhs) - (lhs < rhs)

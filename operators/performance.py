@@ -1,0 +1,108 @@
+"""Backtest statistics from an equity curve and a list of fills (pure numpy, no pandas)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from schemas.messages import EquityPoint, Fill
+
+NS_PER_YEAR = 365 * 24 * 3600 * 1_000_000_000
+
+
+@dataclass(frozen=True)
+class Summary:
+    initial_equity: float
+    final_equity: float
+    total_return: float
+    sharpe: float
+    max_drawdown: float
+    win_rate: float | None
+    profit_factor: float | None
+    n_trades: int  # fills
+    n_round_trips: int
+    fees: float
+    n_bars: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def combine_equity(
+    points: Sequence[EquityPoint], initial: dict[str, float]
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]:
+    """Total equity over all sleeves at every distinct timestamp (forward-filled per sleeve,
+    a sleeve counts at its initial cash before its first bar). Deterministic: sorted input."""
+    ordered = sorted(points, key=lambda p: (p.ts_event, p.account))
+    current = dict(initial)
+    total = math.fsum(current.values())
+    ts_out: list[int] = []
+    eq_out: list[float] = []
+    for p in ordered:
+        current[p.account] = p.equity
+        if ts_out and ts_out[-1] == p.ts_event:
+            eq_out[-1] = math.fsum(current.values())
+        else:
+            ts_out.append(p.ts_event)
+            eq_out.append(math.fsum(current.values()) if len(current) > 1 else p.equity)
+    if not ts_out:
+        return np.array([], dtype=np.int64), np.array([total], dtype=np.float64)[:0]
+    return np.array(ts_out, dtype=np.int64), np.array(eq_out, dtype=np.float64)
+
+
+def round_trips(fills: Sequence[Fill]) -> list[float]:
+    """Net PnL (after both sides' fees) of each closed long round trip, per symbol."""
+    trips: list[float] = []
+    state: dict[str, tuple[float, float]] = {}  # symbol -> (qty, net cash flow)
+    for f in sorted(fills, key=lambda f: (f.ts_event, f.symbol, f.fill_id)):
+        qty, flow = state.get(f.symbol, (0.0, 0.0))
+        if f.side == "buy":
+            qty, flow = qty + f.qty, flow - f.qty * f.price - f.fee
+        else:
+            qty, flow = qty - f.qty, flow + f.qty * f.price - f.fee
+        if qty <= 1e-12 * max(f.qty, 1.0):
+            trips.append(flow)
+            qty, flow = 0.0, 0.0
+        state[f.symbol] = (qty, flow)
+    return trips
+
+
+def summarize(
+    ts: npt.NDArray[np.int64],
+    equity: npt.NDArray[np.float64],
+    fills: Sequence[Fill],
+    initial_equity: float,
+) -> Summary:
+    final = float(equity[-1]) if len(equity) else initial_equity
+    curve = np.concatenate(([initial_equity], equity))
+    rets = curve[1:] / curve[:-1] - 1.0
+    sharpe = 0.0
+    if len(rets) > 1 and len(ts) > 1:
+        sd = float(np.std(rets, ddof=1))
+        step = float(np.median(np.diff(ts)))
+        if sd > 0 and step > 0:
+            sharpe = float(np.mean(rets)) / sd * math.sqrt(NS_PER_YEAR / step)
+    peak = np.maximum.accumulate(curve)
+    max_dd = float(np.max(1.0 - curve / peak)) if len(curve) else 0.0
+    trips = round_trips(fills)
+    wins = [t for t in trips if t > 0]
+    losses = [t for t in trips if t <= 0]
+    gross_loss = -math.fsum(losses)
+    return Summary(
+        initial_equity=initial_equity,
+        final_equity=final,
+        total_return=final / initial_equity - 1.0,
+        sharpe=sharpe,
+        max_drawdown=max_dd,
+        win_rate=len(wins) / len(trips) if trips else None,
+        profit_factor=(math.fsum(wins) / gross_loss) if gross_loss > 0 else None,
+        n_trades=len(fills),
+        n_round_trips=len(trips),
+        fees=math.fsum(f.fee for f in fills),
+        n_bars=len(ts),
+    )

@@ -1,0 +1,41 @@
+"""Helpers to run build_flow in-process with bytewax.testing on 1 or 2 workers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bytewax.testing import TestingSink, TestingSource, cluster_main, run_main
+
+from dataflows.flow import FlowSinks, build_flow
+from schemas.config import Config, load_config
+
+
+def sma_config(symbols: list[str] | None = None, **over: Any) -> Config:
+    from tests.paths import ROOT
+
+    cfg = load_config(ROOT / "examples" / "sma_cross.toml")
+    upd = {"symbols": symbols or cfg.symbols, **over}
+    return Config.model_validate({**cfg.model_dump(), **upd})
+
+
+def run_flow(
+    cfg: Config,
+    source: Any,
+    *,
+    kind: str,
+    workers: int = 1,
+    symbols: list[str] | None = None,
+) -> list[Any]:
+    """Run the flow; return every emitted message."""
+    out: list[Any] = []
+    flow = build_flow(cfg, source, FlowSinks(events=TestingSink(out)), kind=kind, symbols=symbols)
+    if workers == 1:
+        run_main(flow)
+    else:
+        cluster_main(flow, [], 0, worker_count_per_proc=workers)
+    return out
+
+
+def batches(items: list[Any], size: int) -> TestingSource:
+    """A TestingSource whose items are batches (lists), as real sources emit."""
+    return TestingSource([items[i : i + size] for i in range(0, len(items), size)])

@@ -1,0 +1,283 @@
+"""Storage layer against a real embedded ClickHouse (chDB); fixtures from tests/_ch_fixtures.py."""
+
+from __future__ import annotations
+
+import time
+from typing import Literal
+
+import msgspec
+import polars as pl
+import pytest
+
+from infra import clickhouse as ch
+from schemas.messages import (
+    NS_PER_MINUTE,
+    Bar,
+    DeadLetter,
+    EquityPoint,
+    Fill,
+    Metric,
+    Order,
+    OrderDenied,
+    PositionSnapshot,
+    RunInfo,
+    Signal,
+    Trade,
+)
+
+T0 = 1_700_000_000_123_456_789  # ns: sub-microsecond digits check DateTime64(9) precision
+
+
+def sample(table: str, i: int) -> msgspec.Struct:
+    """The i-th distinct (by natural key) message for a table."""
+    ts = T0 + i * NS_PER_MINUTE
+    match table:
+        case "trades":
+            return Trade("BTCUSDT", ts, ts + 1, i, 100.0 + i, 0.5, "buy" if i % 2 else "sell")
+        case "bars":
+            return Bar("ETHUSDT", ts, ts + 1, 1.0, 2.0, 0.5, 1.5, 10.0 + i, n_trades=i)
+        case "signals":
+            return Signal("BTCUSDT", ts, ts, "sma_cross", 1 if i % 2 else -1, reason="x")
+        case "orders":
+            return Order(f"o{i}", "BTCUSDT", ts, ts, "buy", quote_budget=100.0)
+        case "order_denials":
+            return OrderDenied(f"i{i}", "BTCUSDT", ts, ts, "max_notional", "too big")
+        case "fills":
+            return Fill(f"f{i}", f"o{i}", "BTCUSDT", ts, ts, "sell", 100.0, 0.1, 0.01)
+        case "positions":
+            return PositionSnapshot("BTCUSDT", ts, ts, 0.1, 100.0, 5.0, 1.0, 2.0, 0.1, 101.0)
+        case "equity":
+            return EquityPoint("BTCUSDT", ts, ts, 5.0, 10.0, 15.0)
+        case "metrics":
+            return Metric("late_trades", ts, ts, float(i), labels="symbol=BTCUSDT")
+        case "dead_letters":
+            return DeadLetter(ts, "trades.raw", "decode", f"payload {i}", key="k")
+        case "runs":
+            return RunInfo(f"run{i}", ts, "backtest", "file", 0, 0, "BTCUSDT", "{}")
+    raise AssertionError(table)
+
+
+def samples(table: str, n: int, start: int = 0) -> list[msgspec.Struct]:
+    return [sample(table, i) for i in range(start, start + n)]
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.t = 1000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def raw_count(client, database: str, table: str) -> int:
+    return int(client.command(f"SELECT count() FROM `{database}`.`{table}`"))
+
+
+# ----------------------------------------------------------------------------- DDL
+
+
+def test_column_type_mapping() -> None:
+    assert ch.column_type("ts_event", int) == "DateTime64(9, 'UTC')"
+    assert ch.column_type("start", int) == "DateTime64(9, 'UTC')"
+    assert ch.column_type("interval_ns", int) == "Int64"
+    assert ch.column_type("price", float) == "Float64"
+    assert ch.column_type("symbol", str) == "LowCardinality(String)"
+    assert ch.column_type("payload", str) == "String"
+    assert ch.column_type("flag", bool) == "Bool"
+    assert ch.column_type("side", Literal["buy", "sell"]) == "LowCardinality(String)"
+    assert ch.column_type("qty", float | None) == "Nullable(Float64)"
+    with pytest.raises(TypeError):
+        ch.column_type("blob", bytes)
+
+
+def test_every_message_table_has_run_id_first_and_all_fields() -> None:
+    for table in ch.TABLES.values():
+        cols = ch.table_columns(table)
+        fields = [f.name for f in msgspec.structs.fields(table.message_cls)]
+        assert cols[0] == ("run_id", "LowCardinality(String)")
+        assert [n for n, _ in cols] == (fields if fields[0] == "run_id" else ["run_id", *fields])
+        assert ch.TABLE_BY_CLASS[table.message_cls] is table
+
+
+def test_ddl_accepted_and_types_match(ch_dsn: str, ch_db: str) -> None:
+    client = ch.connect(ch_dsn, ch_db)
+    ch.ensure_tables(client, ch_db)
+    ch.ensure_tables(client, ch_db)  # idempotent
+    for table in ch.TABLES.values():
+        got = client.query(
+            "SELECT name, type FROM system.columns WHERE database = {d:String} "
+            "AND table = {t:String} ORDER BY position",
+            parameters={"d": ch_db, "t": table.name},
+        ).result_rows
+        assert [tuple(r) for r in got] == ch.table_columns(table), table.name
+        engine, key = client.query(
+            "SELECT engine, sorting_key FROM system.tables WHERE database = {d:String} "
+            "AND name = {t:String}",
+            parameters={"d": ch_db, "t": table.name},
+        ).result_rows[0]
+        assert engine == "ReplacingMergeTree"
+        assert key == ", ".join(table.order_by)
+
+
+# ----------------------------------------------------------------------------- rows
+
+
+def test_rows_and_columns_for_prepend_run_id() -> None:
+    trades = samples("trades", 3)
+    names, rows = ch.rows_for("trades", trades, "r1")
+    assert names[0] == "run_id" and len(rows) == 3
+    assert rows[1] == ("r1", *msgspec.structs.astuple(trades[1]))
+    names2, cols = ch.columns_for("trades", trades, "r1")
+    assert names2 == names
+    assert [list(r) for r in zip(*cols, strict=True)] == [list(r) for r in rows]
+    # RunInfo carries its own run_id: used as is, never duplicated
+    names, rows = ch.rows_for("runs", [sample("runs", 7)], "ignored")
+    assert names.count("run_id") == 1 and rows[0][0] == "run7"
+
+
+def test_values_round_trip(ch_dsn: str, ch_db: str) -> None:
+    client = ch.connect(ch_dsn, ch_db)
+    ch.ensure_tables(client, ch_db)
+    w = ch.BatchWriter(client, ch_db, "rt")
+    bars = samples("bars", 3)
+    w.add("bars", bars)
+    w.add("runs", sample("runs", 1))
+    w.flush()
+    got = client.query(
+        f"SELECT symbol, toUnixTimestamp64Nano(ts_event), toUnixTimestamp64Nano(ts_init), close, "
+        f"n_trades FROM `{ch_db}`.bars FINAL WHERE run_id = 'rt' ORDER BY ts_event"
+    ).result_rows
+    assert [tuple(r) for r in got] == [
+        (b.symbol, b.ts_event, b.ts_init, b.close, b.n_trades) for b in bars
+    ]
+    df = ch.query_df(client, f"SELECT run_id, mode FROM `{ch_db}`.runs FINAL")
+    assert isinstance(df, pl.DataFrame)
+    assert df.schema["run_id"] == pl.String
+    assert df.rows() == [("run1", "backtest")]
+
+
+# ----------------------------------------------------------------------------- idempotence
+
+
+def test_replayed_epoch_leaves_final_count_unchanged(ch_dsn: str, ch_db: str) -> None:
+    client = ch.connect(ch_dsn, ch_db)
+    ch.ensure_tables(client, ch_db)
+    for name in ch.TABLES:
+        batch = samples(name, 5)
+        for _ in range(2):  # the same epoch delivered twice
+            w = ch.BatchWriter(client, ch_db, "replay")
+            w.add(name, batch)
+            w.flush()
+            assert w.written == {name: 5}
+        run_id = "run0" if name == "runs" else "replay"
+        expected = 1 if name == "runs" else 5
+        assert ch.count_final(client, ch_db, name, run_id) == expected, name
+        assert raw_count(client, ch_db, name) >= 5  # both copies were written (or merged)
+
+
+def test_runs_are_isolated_by_run_id(ch_dsn: str, ch_db: str) -> None:
+    client = ch.connect(ch_dsn, ch_db)
+    ch.ensure_tables(client, ch_db, ["fills"])
+    for run_id in ("a", "b"):
+        w = ch.BatchWriter(client, ch_db, run_id)
+        w.add("fills", samples("fills", 4))
+        w.flush()
+    assert ch.count_final(client, ch_db, "fills", "a") == 4
+    assert ch.count_final(client, ch_db, "fills", "b") == 4
+
+
+# ----------------------------------------------------------------------------- batching
+
+
+def test_batch_writer_thresholds(ch_dsn: str, ch_db: str) -> None:
+    client = ch.connect(ch_dsn, ch_db)
+    ch.ensure_tables(client, ch_db, ["trades", "bars"])
+    clock = FakeClock()
+    w = ch.BatchWriter(client, ch_db, "b", batch_rows=1000, batch_seconds=1.0, clock=clock)
+    trades = samples("trades", 2500)
+
+    w.add("trades", trades[:600])
+    clock.t += 0.5
+    w.add("trades", trades[600:999])  # 999 rows, 0.5 s old: nothing yet
+    assert w.inserts == 0 and raw_count(client, ch_db, "trades") == 0
+    assert w.pending() == {"trades": 999}
+
+    w.add("trades", trades[999])  # a single struct; the 1000th row triggers the insert
+    assert w.inserts == 1 and w.written == {"trades": 1000}
+    assert raw_count(client, ch_db, "trades") == 1000 and w.pending() == {}
+
+    w.add("trades", trades[1000:1100])
+    clock.t += 0.75  # binary fractions: exact float sums
+    w.add("bars", samples("bars", 3))  # any add checks every table's age
+    assert w.inserts == 1
+    clock.t += 0.25  # the oldest trade is now 1.0 s old
+    w.add("bars", [])
+    assert w.inserts == 2 and w.written["trades"] == 1100
+    assert w.pending() == {"bars": 3}  # bars are only 0.25 s old
+
+    w.add("trades", trades[1100:])
+    assert w.written["trades"] == 2500  # 1400 >= 1000: flushed as one insert
+    w.add("bars", samples("bars", 2, start=3))
+    assert w.flush() == 5
+    assert w.written == {"trades": 2500, "bars": 5} and w.pending() == {}
+    assert w.inserts == 4
+    assert ch.count_final(client, ch_db, "trades", "b") == 2500
+    assert ch.count_final(client, ch_db, "bars", "b") == 5
+    assert w.flush() == 0 and w.inserts == 4  # nothing buffered: no empty insert
+
+
+def test_failed_insert_raises_and_keeps_rows(ch_dsn: str, ch_db: str) -> None:
+    client = ch.connect(ch_dsn, ch_db)
+    ch.ensure_tables(client, ch_db, ["orders"])
+    w = ch.BatchWriter(client, ch_db, "f", batch_rows=10_000)
+    w.add("orders", samples("orders", 7))
+    client.command(f"DROP TABLE `{ch_db}`.orders")
+    with pytest.raises(ch.ClickHouseWriteError) as info:
+        w.flush()
+    err = info.value
+    assert err.table == f"{ch_db}.orders" and err.rows == 7
+    assert "orders" in str(err) and "7 rows" in str(err)
+    assert w.pending() == {"orders": 7} and w.written == {}
+    ch.ensure_tables(client, ch_db, ["orders"])  # after repair, a retry delivers them
+    assert w.flush() == 7
+    assert ch.count_final(client, ch_db, "orders", "f") == 7
+
+
+def test_wrong_struct_type_and_unknown_table_rejected(ch_dsn: str, ch_db: str) -> None:
+    client = ch.connect(ch_dsn, ch_db)
+    w = ch.BatchWriter(client, ch_db, "x")
+    with pytest.raises(ch.ClickHouseError, match="takes Trade, got Bar"):
+        w.add("trades", [sample("trades", 0), sample("bars", 0)])
+    assert w.pending() == {}
+    with pytest.raises(ch.ClickHouseError, match="unknown table"):
+        w.add("nope", [])
+
+
+def test_second_chdb_path_is_refused(ch_dsn: str, tmp_path) -> None:
+    if not ch_dsn.startswith("chdb:"):
+        pytest.skip("server DSN")
+    ch.connect(ch_dsn, "default")
+    with pytest.raises(ch.ClickHouseError, match="ClickHouse server"):
+        ch.connect(f"chdb://{tmp_path.as_posix()}/other")
+
+
+@pytest.mark.slow
+def test_throughput(ch_dsn: str, ch_db: str) -> None:
+    """Loose floors (CI noise); the measured numbers are printed with -s."""
+    bars = [
+        Bar("BTCUSDT", T0 + i * NS_PER_MINUTE, T0, 1.0, 2.0, 0.5, 1.5, 3.0) for i in range(200_000)
+    ]
+    t = time.perf_counter()
+    ch.columns_for("bars", bars, "t")
+    conv = len(bars) / (time.perf_counter() - t)
+    client = ch.connect(ch_dsn, ch_db)
+    ch.ensure_tables(client, ch_db, ["bars"])
+    w = ch.BatchWriter(client, ch_db, "t", batch_rows=50_000, batch_seconds=3600)
+    t = time.perf_counter()
+    w.add("bars", bars)
+    w.flush()
+    ins = len(bars) / (time.perf_counter() - t)
+    print(f"conversion {conv:,.0f} rows/s, batched insert {ins:,.0f} rows/s")
+    assert conv > 500_000
+    assert ins > 50_000
+    assert ch.count_final(client, ch_db, "bars", "t") == len(bars)
