@@ -24,7 +24,7 @@ from bytewax.outputs import Sink
 
 from dataflows.steps import BarsLogic, SignalsLogic, SignalState, TraderLogic
 from operators.execution import SimulatedExecution
-from operators.features import FeatureSet
+from operators.features import SMA, FeatureSet
 from operators.risk import MaxPositionNotional
 from operators.sizing import FractionOfEquity
 from operators.sleeve import Sleeve
@@ -159,10 +159,11 @@ def build_flow(
 
     def new_signal_state(symbol: str) -> SignalState:
         f, s = cfg.features, cfg.strategy
-        return SignalState(
-            FeatureSet.basic(f.sma, f.ema, f.rsi, f.vol_window),
-            SmaCross(symbol, s.fast, s.slow, s.price),
-        )
+        features = FeatureSet.basic(f.sma, f.ema, f.rsi, f.vol_window)
+        fast, slow = features.get(f"sma_{s.fast}"), features.get(f"sma_{s.slow}")
+        both = isinstance(fast, SMA) and isinstance(slow, SMA) and s.price == "close"
+        shared = (fast, slow) if both else None
+        return SignalState(features, SmaCross(symbol, s.fast, s.slow, s.price, shared))
 
     def new_sleeve(symbol: str) -> Sleeve:
         return Sleeve(

@@ -331,6 +331,8 @@ class BatchWriter:
     ) -> None:
         if batch_rows <= 0 or batch_seconds <= 0:
             raise ValueError("batch_rows and batch_seconds must be > 0")
+        if not run_id:
+            raise ValueError("run_id must not be empty: it is part of every natural key")
         self.client = client
         self.database = database
         self.run_id = run_id

@@ -64,11 +64,7 @@ class Portfolio:
 
     def equity_point(self, ts_event: int, ts_init: int) -> EquityPoint:
         pos_value = self.qty * self.mark_price
+        # positional: this runs once per bar and keyword construction costs ~2x
         return EquityPoint(
-            account=self.account,
-            ts_event=ts_event,
-            ts_init=ts_init,
-            cash=self.cash,
-            position_value=pos_value,
-            equity=self.cash + pos_value,
+            self.account, ts_event, ts_init, self.cash, pos_value, self.cash + pos_value
         )

@@ -13,18 +13,33 @@ from schemas.messages import Bar, Signal
 
 
 class SmaCross:
-    def __init__(self, symbol: str, fast: int, slow: int, field: str = "close") -> None:
+    def __init__(
+        self,
+        symbol: str,
+        fast: int,
+        slow: int,
+        field: str = "close",
+        shared: tuple[SMA, SMA] | None = None,
+    ) -> None:
+        """`shared`: (fast, slow) SMA objects that the caller's feature set already updates
+        each bar before calling `update` (saves computing the same averages twice)."""
         if not 0 < fast < slow:
             raise ValueError(f"need 0 < fast < slow, got fast={fast} slow={slow}")
         self.symbol = symbol
         self.name = f"sma_cross_{fast}_{slow}"
-        self.fast = SMA(fast, field)
-        self.slow = SMA(slow, field)
+        if shared is not None:
+            if (shared[0].n, shared[1].n) != (fast, slow) or shared[0].field != field:
+                raise ValueError("shared SMAs do not match the strategy's parameters")
+            self.fast, self.slow = shared
+        else:
+            self.fast, self.slow = SMA(fast, field), SMA(slow, field)
+        self._owns_smas = shared is None
         self._prev_sign: int | None = None
 
     def update(self, bar: Bar) -> Signal | None:
-        self.fast.update(bar)
-        self.slow.update(bar)
+        if self._owns_smas:
+            self.fast.update(bar)
+            self.slow.update(bar)
         if not self.slow.ready:
             return None
         sign = self.fast.compare(self.slow)

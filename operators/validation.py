@@ -43,6 +43,17 @@ def trade_problem(t: Trade, universe: Set[str]) -> str | None:
 
 
 def bar_problem(b: Bar, universe: Set[str]) -> str | None:
+    o, h, lo, c = b.open, b.high, b.low, b.close
+    # Fast path (NaN fails every comparison, so it falls through to the detailed checks).
+    if (
+        b.symbol in universe
+        and 0.0 < lo <= o <= h < math.inf
+        and lo <= c <= h
+        and 0.0 <= b.volume < math.inf
+        and b.ts_event > 0
+        and b.interval_ns > 0
+    ):
+        return None
     if b.symbol not in universe:
         return f"unknown symbol {b.symbol!r}"
     for name in ("open", "high", "low", "close"):

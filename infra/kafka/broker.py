@@ -432,8 +432,7 @@ def _wait_answers(bootstrap: str, deadline: float, pid: int | None, kdir: Path |
     while time.monotonic() < deadline:
         if answers(bootstrap, 1.0):
             return True
-        if pid is not None and kdir is not None and _pid(kdir) is None:
-            _reap(pid)
+        if pid is not None and kdir is not None and not _alive(pid):
             raise RuntimeError(
                 f"Kafka broker (pid {pid}) exited during startup:\n"
                 f"{_tail(kdir / 'broker.out')}\n{_tail(kdir / 'broker.log')}"
@@ -442,10 +441,19 @@ def _wait_answers(bootstrap: str, deadline: float, pid: int | None, kdir: Path |
     return False
 
 
+def _alive(pid: int) -> bool:
+    # Not `_pid()`: right after Popen the child may not have exec'd java yet.
+    child = _CHILDREN.get(pid)
+    if child is not None:
+        return child.poll() is None
+    return Path(f"/proc/{pid}").exists() and not _is_zombie(pid)
+
+
 def _reap(pid: int) -> None:
     # Only our own child can be reaped; a broker started by another process is not our zombie.
-    with contextlib.suppress(ChildProcessError, OSError):
-        os.waitpid(pid, os.WNOHANG)
+    child = _CHILDREN.get(pid)
+    if child is not None and child.poll() is not None:
+        del _CHILDREN[pid]
 
 
 def down(data_dir: Path | None = None, timeout_s: float = 30.0) -> bool:

@@ -10,6 +10,7 @@ records inside the offset range whose timestamp falls outside the time range are
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, NamedTuple
@@ -262,6 +263,41 @@ def partition_bounds(
         consumer.close()
 
 
+def first_timestamp_ms(
+    bootstrap: str,
+    topic: str,
+    offsets: Mapping[int, tuple[int, int]],
+    *,
+    timeout_s: float = 10.0,
+    config: Mapping[str, Any] | None = None,
+) -> int | None:
+    """Smallest timestamp among the first records at `{partition: (first, end)}` offsets.
+
+    None if every range is empty. Used to anchor paced replays across partitions.
+    """
+    todo = {p: first for p, (first, end) in offsets.items() if first < end}
+    if not todo:
+        return None
+    consumer = Consumer(consumer_config(bootstrap, config))
+    try:
+        consumer.assign([TopicPartition(topic, p, off) for p, off in todo.items()])
+        best: int | None = None
+        deadline = time.monotonic() + timeout_s
+        while todo and time.monotonic() < deadline:
+            for m in consumer.consume(len(todo) * 16, 0.2):
+                if m.error() is not None or m.partition() not in todo:
+                    continue
+                del todo[m.partition()]
+                consumer.pause([TopicPartition(topic, m.partition())])
+                ts = m.timestamp()[1]
+                best = ts if best is None else min(best, ts)
+        if todo:
+            raise TimeoutError(f"no first record from {topic} partitions {sorted(todo)}")
+        return best
+    finally:
+        consumer.close()
+
+
 class PartitionReader:
     """Reads one partition from offset `first` up to `end` (exclusive), or forever if `end=None`.
 
@@ -422,5 +458,6 @@ __all__ = [
     "Record",
     "TimeRangeReader",
     "consumer_config",
+    "first_timestamp_ms",
     "partition_bounds",
 ]

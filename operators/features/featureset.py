@@ -35,5 +35,11 @@ class FeatureSet:
         feats += [RSI(rsi), RealizedVol(vol_window)]
         return cls(feats)
 
+    def get(self, name: str) -> Feature | None:
+        for f in self.features:
+            if f.name == name:
+                return f
+        return None
+
     def update(self, bar: Bar) -> dict[str, float]:
-        return {f.name: f.update(bar) for f in self.features}
+        return dict(zip(self.names, [f.update(bar) for f in self.features], strict=True))

@@ -3,9 +3,10 @@
 
 from __future__ import annotations
 
+import math
 from collections import deque
 
-from operators.fixedpoint import SCALE, to_fp
+from operators.fixedpoint import SCALE
 from schemas.messages import Bar
 
 
@@ -18,6 +19,7 @@ class SMA:
         self.name = f"sma_{n}" if field == "close" else f"sma_{n}_{field}"
         self._window: deque[int] = deque()
         self.exact_sum = 0  # sum of the window in units of 1/SCALE
+        self._den = n * SCALE
         self.value = float("nan")
 
     @property
@@ -28,13 +30,17 @@ class SMA:
         return self.update_price(getattr(bar, self.field))
 
     def update_price(self, price: float) -> float:
-        v = to_fp(price)
-        self._window.append(v)
+        if not math.isfinite(price):
+            raise ValueError(f"not a finite price: {price!r}")
+        v = round(price * SCALE)  # exact decimal as int (inlined to_fp: hot path)
+        window = self._window
+        window.append(v)
         self.exact_sum += v
-        if len(self._window) > self.n:
-            self.exact_sum -= self._window.popleft()
-        if self.ready:
-            self.value = self.exact_sum / (self.n * SCALE)  # int/int division rounds correctly
+        if len(window) > self.n:
+            self.exact_sum -= window.popleft()
+            self.value = self.exact_sum / self._den  # int/int division rounds correctly
+        elif len(window) == self.n:
+            self.value = self.exact_sum / self._den
         return self.value
 
     def compare(self, other: SMA) -> int:
