@@ -24,7 +24,7 @@ from infra.clickhouse import BatchWriter, connect, ensure_tables
 from operators.performance import Summary
 from schemas.config import Config
 from schemas.messages import RunInfo
-from schemas.topics import BARS, DLQ, FILLS, ORDERS, TRADES
+from schemas.topics import DLQ, FILLS, ORDERS
 
 
 def parse_time(s: str | None) -> int | None:
@@ -88,15 +88,14 @@ def _source(spec: BacktestSpec, cfg: Config) -> tuple[Any, str, str]:
     from dataflows.io.kafka import KafkaRangeSource
 
     topic = spec.target
-    kinds = {TRADES.name: "trades", BARS.name: "bars"}
-    base = topic.rsplit(".", 3)[-3:] if topic.count(".") >= 2 else [topic]
-    kind = kinds.get(".".join(base)) or ("trades" if "trades" in topic else "bars")
+    kind = "trades" if ".trades." in f".{topic}." else "bars"
     src = KafkaRangeSource(
         cfg.kafka.bootstrap,
         topic,
         start_ms=None if spec.start_ns is None else spec.start_ns // 1_000_000,
         end_ms=None if spec.end_ns is None else spec.end_ns // 1_000_000,
         batch_size=cfg.kafka.batch_size,
+        tail=False,  # a backtest is bounded: stop at the end offsets seen at start
         speed=spec.speed,
     )
     return src, kind, topic

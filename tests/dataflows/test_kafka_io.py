@@ -1,0 +1,189 @@
+"""Bytewax Kafka source/sink on the real broker, with 1 and 2 workers."""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+import bytewax.operators as op
+import pytest
+from bytewax.dataflow import Dataflow
+from bytewax.testing import TestingSink, TestingSource, cluster_main, run_main
+
+from dataflows.io.kafka import DeliveryError, KafkaCheckedSink, KafkaRangeSource, RawMessage
+from infra.kafka.client import CheckedProducer, PartitionReader, TimeRangeReader
+
+pytestmark = pytest.mark.kafka
+
+T0 = 1_704_067_200_000  # 2024-01-01T00:00:00Z in ms
+
+
+def _fill(bootstrap: str, topic: str, n: int) -> list[tuple[str, bytes, int]]:
+    rows = [(f"SYM{i % 7}", f"v{i}".encode(), T0 + i) for i in range(n)]
+    with CheckedProducer(bootstrap) as p:
+        p.produce_many(topic, rows)
+    return rows
+
+
+def _flow(source: KafkaRangeSource, out: list[list[RawMessage]]) -> Dataflow:
+    flow = Dataflow("kafka_io_test")
+    op.output("out", op.input("in", flow, source), TestingSink(out))
+    return flow
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _identity(msgs: list[RawMessage]) -> set[tuple[int, int]]:
+    return {(m.partition, m.offset) for m in msgs}
+
+
+def test_source_one_worker_reads_everything_once_in_batches(
+    kafka_bootstrap: str, kafka_topic: Callable[..., str]
+) -> None:
+    topic = kafka_topic(partitions=3)
+    rows = _fill(kafka_bootstrap, topic, 1_000)
+    out: list[list[RawMessage]] = []
+    run_main(_flow(KafkaRangeSource(kafka_bootstrap, topic, tail=False, batch_size=100), out))
+
+    assert all(isinstance(b, list) and 0 < len(b) <= 100 for b in out)
+    msgs = [m for b in out for m in b]
+    assert len(msgs) == len(rows) == len(_identity(msgs))  # exactly once
+    assert sorted((m.key, m.value, m.timestamp_ms) for m in msgs) == sorted(rows)
+    for b in out:  # one partition per batch, offsets increasing
+        assert len({m.partition for m in b}) == 1
+        assert [m.offset for m in b] == sorted(m.offset for m in b)
+
+
+def test_source_two_workers_reads_everything_once(
+    kafka_bootstrap: str, kafka_topic: Callable[..., str]
+) -> None:
+    topic = kafka_topic(partitions=4)
+    rows = _fill(kafka_bootstrap, topic, 2_000)
+    out: list[list[RawMessage]] = []
+    flow = _flow(KafkaRangeSource(kafka_bootstrap, topic, T0, T0 + 10_000, batch_size=256), out)
+    cluster_main(flow, [f"127.0.0.1:{_free_port()}"], 0, worker_count_per_proc=2)
+
+    msgs = [m for b in out for m in b]
+    assert len(msgs) == len(rows) == len(_identity(msgs))
+    assert {m.partition for m in msgs} == {0, 1, 2, 3}
+
+
+def test_source_honours_time_range(kafka_bootstrap: str, kafka_topic: Callable[..., str]) -> None:
+    topic = kafka_topic(partitions=2)
+    _fill(kafka_bootstrap, topic, 500)
+    out: list[list[RawMessage]] = []
+    run_main(_flow(KafkaRangeSource(kafka_bootstrap, topic, T0 + 100, T0 + 200), out))
+    assert sorted(m.timestamp_ms - T0 for b in out for m in b) == list(range(100, 200))
+
+    empty: list[list[RawMessage]] = []
+    run_main(_flow(KafkaRangeSource(kafka_bootstrap, topic, T0 + 9_000, T0 + 9_500), empty))
+    assert empty == []
+
+
+def test_partition_resumes_from_snapshot_offset(
+    kafka_bootstrap: str, kafka_topic: Callable[..., str]
+) -> None:
+    topic = kafka_topic(partitions=1)
+    _fill(kafka_bootstrap, topic, 50)
+    src = KafkaRangeSource(kafka_bootstrap, topic, tail=False, batch_size=10)
+    assert src.list_parts() == ["0"]
+    part = src.build_part("in", "0", 37)
+    got: list[RawMessage] = []
+    with pytest.raises(StopIteration):
+        for _ in range(500):
+            for batch in part.next_batch():
+                got.extend(batch)
+            time.sleep(0.005)
+    assert [m.offset for m in got] == list(range(37, 50))
+    assert part.snapshot() == 50
+    part.close()
+
+
+def test_tail_mode_waits_without_spinning_then_sees_new_data(
+    kafka_bootstrap: str, kafka_topic: Callable[..., str]
+) -> None:
+    topic = kafka_topic(partitions=1)
+    part = KafkaRangeSource(kafka_bootstrap, topic).build_part("in", "0", None)
+    assert part.next_batch() == []
+    awake = part.next_awake()
+    assert awake is not None and awake > datetime.now(UTC)  # backs off instead of busy-polling
+    _fill(kafka_bootstrap, topic, 5)
+    got: list[RawMessage] = []
+    deadline = time.monotonic() + 10
+    while len(got) < 5 and time.monotonic() < deadline:
+        for batch in part.next_batch():
+            got.extend(batch)
+        time.sleep(0.01)
+    assert [m.value for m in got] == [f"v{i}".encode() for i in range(5)]
+    assert part.snapshot() == 5
+    part.close()
+
+
+def test_paced_replay_holds_back_future_messages(
+    kafka_bootstrap: str, kafka_topic: Callable[..., str]
+) -> None:
+    topic = kafka_topic(partitions=1)
+    rows = [("k", b"now", T0), ("k", b"later", T0 + 60_000)]  # one minute of event time apart
+    with CheckedProducer(kafka_bootstrap) as p:
+        p.produce_many(topic, rows)
+    part = KafkaRangeSource(kafka_bootstrap, topic, T0, T0 + 120_000, speed=1.0).build_part(
+        "in", "0", None
+    )
+    got: list[RawMessage] = []
+    deadline = time.monotonic() + 5
+    while not got and time.monotonic() < deadline:
+        for batch in part.next_batch():
+            got.extend(batch)
+    assert [m.value for m in got] == [b"now"]
+    assert part.next_batch() == []  # `later` is 60 s of wall time away at speed 1
+    assert part.snapshot() == 1  # the held-back message is re-read on resume
+    part.close()
+
+
+def test_checked_sink_delivers_with_headers(
+    kafka_bootstrap: str, kafka_topic: Callable[..., str]
+) -> None:
+    topic = kafka_topic(partitions=2, suffix="orders.v1")
+    items = [(f"SYM{i % 3}", f"o{i}".encode(), T0 + i) for i in range(200)]
+    items += [("SYM0", b"no-ts")]  # two-tuples get the broker's time
+    flow = Dataflow("sink_test")
+    sink = KafkaCheckedSink(kafka_bootstrap, topic, headers={"run_id": "run-1"})
+    op.output("out", op.input("in", flow, TestingSource(items, batch_size=64)), sink)
+    run_main(flow)
+
+    recs = TimeRangeReader(kafka_bootstrap, topic).records()
+    assert len(recs) == len(items)
+    by_value = {r.value: r for r in recs}
+    for k, v, ts in items[:-1]:
+        assert by_value[v].key == k.encode() and by_value[v].timestamp_ms == ts
+    assert abs(by_value[b"no-ts"].timestamp_ms - time.time() * 1000) < 60_000
+    reader = PartitionReader(kafka_bootstrap, topic, 0, 0, 1)
+    msgs: list = []
+    while not reader.done:
+        msgs += reader.read_raw(0.2)
+    assert msgs[0].headers() == [("run_id", b"run-1")]
+
+
+def test_checked_sink_raises_on_undeliverable(
+    kafka_bootstrap: str, kafka_topic: Callable[..., str]
+) -> None:
+    topic = kafka_topic(partitions=1, config={"max.message.bytes": "1000"})
+    flow = Dataflow("sink_fail")
+    items = [("k", b"fine"), ("k", os.urandom(5_000))]
+    op.output(
+        "out", op.input("in", flow, TestingSource(items)), KafkaCheckedSink(kafka_bootstrap, topic)
+    )
+    with pytest.raises(Exception) as info:  # noqa: PT011  (bytewax wraps the error)
+        run_main(flow)
+    chain, err = [], info.value
+    while err is not None:
+        chain.append(err)
+        err = err.__cause__ or err.__context__
+    assert any(isinstance(e, DeliveryError) for e in chain) or "DeliveryError" in str(info.value)
