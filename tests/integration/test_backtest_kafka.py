@@ -166,7 +166,8 @@ def test_bad_messages_reach_the_dead_letter_topic_and_table(
         encode(Bar("BTCUSDT", b0.ts_event, b0.ts_init, -5.0, 1.0, -6.0, 1.0, 1.0)): "bad open",
         encode(Bar("XRPUSDT", b0.ts_event, b0.ts_init, 1.0, 1.0, 1.0, 1.0, 1.0)): "unknown symbol",
         encode(Bar("BTCUSDT", b0.ts_event, b0.ts_init, 2.0, 1.0, 1.5, 1.5, 1.0)): "inconsistent",
-        encode(b0): "duplicate bar",
+        encode(good[150]): "duplicate bar",  # sent right after the original
+        encode(good[10]): "out-of-order bar",
     }
     with CheckedProducer(kafka_bootstrap) as p:
         for i, b in enumerate(good):

@@ -1,0 +1,225 @@
+"""SmaCross: crossing semantics decided in exact arithmetic (ties included), checked against an
+independent rational-arithmetic reference on synthetic tie-heavy prices and on real bars."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from fractions import Fraction
+
+import numpy as np
+import pytest
+
+from operators.features.sma import SMA
+from operators.strategy_sma_cross import SmaCross
+from schemas.messages import NS_PER_MINUTE, Bar, Signal
+from tests.operators.opdata import SYMBOLS, real_bars
+
+T0 = 1_704_067_200 * 1_000_000_000  # 2024-01-01 00:00 UTC
+
+
+def _bars(prices: list[float], symbol: str = "BTCUSDT") -> list[Bar]:
+    out = []
+    for i, p in enumerate(prices):
+        ts = T0 + i * NS_PER_MINUTE
+        out.append(
+            Bar(
+                symbol=symbol,
+                ts_event=ts,
+                ts_init=ts + NS_PER_MINUTE + 7,  # distinct from ts_close on purpose
+                open=p,
+                high=p,
+                low=p,
+                close=p,
+                volume=1.0,
+            )
+        )
+    return out
+
+
+def _exact_d_signs(prices: list[float], fast: int, slow: int) -> list[int | None]:
+    """sign(SMA_fast - SMA_slow) per bar in exact rationals of the decimal prices (None before
+    the slow average exists)."""
+    q = [Fraction(Decimal(repr(p))) for p in prices]
+    out: list[int | None] = []
+    for t in range(len(q)):
+        if t + 1 < slow:
+            out.append(None)
+            continue
+        d = sum(q[t + 1 - fast : t + 1]) / fast - sum(q[t + 1 - slow : t + 1]) / slow
+        out.append((d > 0) - (d < 0))
+    return out
+
+
+def _reference_signals(prices: list[float], fast: int, slow: int) -> list[tuple[int, int]]:
+    """(bar index, direction) of every cross by the documented rule."""
+    d = _exact_d_signs(prices, fast, slow)
+    out = []
+    for t in range(1, len(d)):
+        prev, cur = d[t - 1], d[t]
+        if prev is None or cur is None:
+            continue
+        if cur > 0 and prev <= 0:
+            out.append((t, 1))
+        elif cur < 0 and prev >= 0:
+            out.append((t, -1))
+    return out
+
+
+def _run(prices: list[float], fast: int, slow: int) -> list[tuple[int, Signal]]:
+    strat = SmaCross("BTCUSDT", fast, slow)
+    out = []
+    for i, bar in enumerate(_bars(prices)):
+        sig = strat.update(bar)
+        if sig is not None:
+            out.append((i, sig))
+    return out
+
+
+def test_float_sma_would_misjudge_this_tie() -> None:
+    """The fixture the tie tests rely on: fast == slow exactly, but not in float arithmetic."""
+    window = [0.2, 0.1, 0.3]
+    assert (0.1 + 0.3) / 2 != (0.2 + 0.1 + 0.3) / 3
+    q = [Fraction(x) for x in ("0.2", "0.1", "0.3")]
+    assert sum(q[1:]) / 2 == sum(q) / 3
+    fast, slow = SMA(2), SMA(3)
+    for p in window:
+        fast.update_price(p)
+        slow.update_price(p)
+    assert fast.compare(slow) == 0 and slow.compare(fast) == 0
+
+
+@pytest.mark.parametrize(
+    ("prices", "expected"),
+    [
+        # with fast=2, slow=3: d_t > 0 iff x[t-1] + x[t] > 2 * x[t-2]; ties exact in decimals
+        # d: ., ., 0, + -> cross up at bar 3 (prev == 0 counts as "not above")
+        ([0.2, 0.1, 0.3, 0.5], [(3, 1)]),
+        # d: ., ., 0, - (from an undecided start) -> cross down at bar 3
+        ([0.4, 0.5, 0.3, 0.1], [(3, -1)]),
+        # d: ., ., -, 0, - -> touching zero and going back down is a fresh cross down
+        ([0.9, 0.3, 0.5, 0.1, 0.2], [(4, -1)]),
+        # d: ., ., +, 0, + -> likewise a fresh cross up, and no signal on the tie itself
+        ([0.1, 0.3, 0.2, 0.4, 0.1], [(4, 1)]),
+        # d: ., ., +, 0, - -> one cross down, on the bar that goes negative, not on the tie
+        ([0.1, 0.3, 0.5, 0.1, 0.2], [(4, -1)]),
+        # d: ., ., +, 0, 0, + -> two ties in a row, then up
+        ([0.1, 0.3, 0.5, 0.1, 0.9, 0.1], [(5, 1)]),
+    ],
+)
+def test_tie_handling_is_exact(prices: list[float], expected: list[tuple[int, int]]) -> None:
+    assert _reference_signals(prices, 2, 3) == expected  # the hand-derived answer
+    d = _exact_d_signs(prices, 2, 3)
+    assert 0 in d, "fixture must contain an exact tie"
+    got = [(i, s.direction) for i, s in _run(prices, 2, 3)]
+    assert got == expected
+
+
+def test_first_decision_needs_slow_plus_one_bars() -> None:
+    # fast above slow from the very first bar where both exist: that is not a cross (no prev)
+    rising = [1.0 + 0.01 * i for i in range(30)]
+    assert _run(rising, 3, 5) == []
+    # a cross on bar index `slow` (the (slow+1)-th bar) is the earliest possible decision
+    slow = 5
+    prices = [5.0, 4.0, 3.0, 2.0, 1.0, 9.0]  # at bar 4 fast<slow, at bar 5 fast>slow
+    got = _run(prices, 2, slow)
+    assert [(i, s.direction) for i, s in got] == [(slow, 1)]
+    # and nothing before it, even when the bar-`slow-1` state is "above"
+    got = _run([1.0, 2.0, 3.0, 4.0, 5.0], 2, slow)
+    assert got == []
+
+
+def test_signal_fields() -> None:
+    prices = [0.2, 0.1, 0.3, 0.5]
+    bars = _bars(prices)
+    ((i, sig),) = _run(prices, 2, 3)
+    bar = bars[i]
+    assert sig.ts_event == bar.ts_event + NS_PER_MINUTE == bar.ts_close
+    assert sig.ts_init == bar.ts_init
+    assert sig.symbol == "BTCUSDT" and sig.strategy == "sma_cross_2_3"
+    assert sig.direction == 1
+    assert "sma_2" in sig.reason and "sma_3" in sig.reason and "above" in sig.reason
+    fast = (0.3 + 0.5) / 2
+    slow = (0.1 + 0.3 + 0.5) / 3
+    assert sig.strength == pytest.approx(fast / slow - 1.0, rel=1e-12)
+    assert sig.strength > 0
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_random_tie_heavy_prices_match_exact_reference(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    fast, slow = [(2, 3), (2, 4), (3, 6), (5, 10), (4, 6), (3, 9)][seed]
+    # few distinct one-decimal prices: exact ties between the averages are frequent
+    prices = [round(float(x), 1) for x in rng.integers(1, 6, size=400) / 10]
+    ref = _reference_signals(prices, fast, slow)
+    d = _exact_d_signs(prices, fast, slow)
+    assert d.count(0) > 5, "fixture should exercise ties"
+    got = [(i, s.direction) for i, s in _run(prices, fast, slow)]
+    assert got == ref
+    assert len(ref) > 5
+
+
+@pytest.mark.parametrize("symbol", SYMBOLS)
+def test_real_bars_match_integer_reference(symbol: str) -> None:
+    """SmaCross(10, 50) over the real month vs a vectorised integer-cents reference."""
+    bars = real_bars(symbol)
+    c = np.array([round(b.close * 100) for b in bars], dtype=np.int64)
+    assert np.all(c.astype(np.float64) / 100 == np.array([b.close for b in bars]))
+    fast, slow = 10, 50
+    cs = np.concatenate(([0], np.cumsum(c)))
+    idx = np.arange(slow - 1, len(c))
+    d = np.sign((cs[idx + 1] - cs[idx + 1 - fast]) * slow - (cs[idx + 1] - cs[idx + 1 - slow]) * fast)
+    prev, cur = d[:-1], d[1:]
+    up = (cur > 0) & (prev <= 0)
+    down = (cur < 0) & (prev >= 0)
+    ref = [(int(t), 1 if u else -1) for t, u, dn in zip(idx[1:], up, down, strict=True) if u or dn]
+    strat = SmaCross(symbol, fast, slow)
+    got = []
+    for i, b in enumerate(bars):
+        sig = strat.update(b)
+        if sig is not None:
+            assert sig.ts_event == b.ts_close
+            got.append((i, sig.direction))
+    assert got == ref
+    assert len(ref) > 100
+    # directions alternate: a cross up can only follow a cross down and vice versa
+    dirs = [x for _, x in got]
+    assert all(a != b for a, b in zip(dirs, dirs[1:], strict=False))
+
+
+def test_sma_compare_is_exact_and_antisymmetric() -> None:
+    rng = np.random.default_rng(5)
+    for _ in range(300):
+        n1, n2 = (int(x) for x in rng.integers(1, 8, size=2))
+        xs = [round(float(v), 2) for v in rng.integers(1, 400, size=n1) / 100]
+        ys = [round(float(v), 2) for v in rng.integers(1, 400, size=n2) / 100]
+        a, b = SMA(n1), SMA(n2)
+        for x in xs:
+            a.update_price(x)
+        for y in ys:
+            b.update_price(y)
+        qa = sum(Fraction(Decimal(repr(x))) for x in xs) / n1
+        qb = sum(Fraction(Decimal(repr(y))) for y in ys) / n2
+        expect = (qa > qb) - (qa < qb)
+        assert a.compare(b) == expect
+        assert b.compare(a) == -expect
+    # equal values: compare says 0 whatever float division says
+    a, b = SMA(3), SMA(6)
+    for p in (0.1, 0.2, 0.3):
+        a.update_price(p)
+    for p in (0.3, 0.1, 0.2, 0.3, 0.2, 0.1):
+        b.update_price(p)
+    assert a.compare(b) == 0
+
+
+def test_sma_window_slides_exactly() -> None:
+    sma = SMA(3)
+    vals = [sma.update_price(p) for p in (0.1, 0.2, 0.3, 0.4, 0.5)]
+    assert np.isnan(vals[0]) and np.isnan(vals[1])
+    assert vals[2:] == [0.2, 0.3, 0.4]  # correctly rounded decimal means, no float drift
+    assert not SMA(2).ready
+
+
+@pytest.mark.parametrize(("fast", "slow"), [(0, 5), (5, 5), (6, 5), (-1, 3)])
+def test_invalid_windows_raise(fast: int, slow: int) -> None:
+    with pytest.raises(ValueError):
+        SmaCross("BTCUSDT", fast, slow)
