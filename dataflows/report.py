@@ -85,6 +85,7 @@ def _plot(path: Path, ts: np.ndarray, eq: np.ndarray, title: str) -> None:
     a1.set_title(f"equity — {title}")
     a2.fill_between(x, 0, (eq / peak - 1.0) * 100, color="tab:red", lw=0)
     a2.set_ylabel("drawdown %")
+    fig.autofmt_xdate()
     fig.tight_layout()
     fig.savefig(path, dpi=100, metadata={"Software": None})
     plt.close(fig)

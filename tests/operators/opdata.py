@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 import polars as pl
@@ -13,7 +13,7 @@ from tests.paths import BARS_2024_01, KLINES, TRADES
 SYMBOLS = ("BTCUSDT", "ETHUSDT")
 
 
-@lru_cache(maxsize=None)
+@cache
 def real_bars(symbol: str) -> tuple[Bar, ...]:
     """The real Jan-2024 1m bars of one symbol, in open-time order, as wire Bars."""
     df = (
@@ -43,7 +43,7 @@ def closes(symbol: str) -> np.ndarray:
     return np.array([b.close for b in real_bars(symbol)], dtype=np.float64)
 
 
-@lru_cache(maxsize=None)
+@cache
 def real_trades(symbol: str) -> tuple[Trade, ...]:
     """Real Binance trade captures of one symbol, in local arrival order (local_ts, trade_id)."""
     df = (
@@ -69,7 +69,7 @@ def real_trades(symbol: str) -> tuple[Trade, ...]:
     )
 
 
-@lru_cache(maxsize=None)
+@cache
 def klines() -> dict[tuple[str, int], tuple[float, float, float, float, float]]:
     """Binance's own 1m klines for the capture minutes: (symbol, open ns) -> OHLCV."""
     k = pl.read_parquet(KLINES).with_columns(pl.col("open_time").dt.epoch("ns").alias("ts"))

@@ -3,6 +3,8 @@ klines for the real trade captures, and for order/batching invariance, lateness 
 
 from __future__ import annotations
 
+import itertools
+
 import msgspec
 import numpy as np
 import pytest
@@ -29,7 +31,7 @@ def _complete_minutes(trades: tuple[Trade, ...]) -> set[int]:
     """Minute opens strictly inside a capture window (windows: gaps > 60 s in trade time)."""
     ts = sorted(t.ts_event for t in trades)
     windows, lo = [], ts[0]
-    for a, b in zip(ts, ts[1:], strict=False):
+    for a, b in itertools.pairwise(ts):
         if b - a > 60 * NS_PER_SECOND:
             windows.append((lo, a))
             lo = b

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pickle
 import zlib
 from collections.abc import Callable
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 import pytest
@@ -47,9 +47,7 @@ def _reference(key: str, close: np.ndarray) -> tuple[np.ndarray, int]:
         logret = np.log(close[1:] / close[:-1])
         sd = talib.STDDEV(logret, timeperiod=n, nbdev=1.0)
         # one bar is consumed by the first log return
-        return np.concatenate(([np.nan], sd)), 1 + _lookback(
-            "STDDEV", timeperiod=n, nbdev=1.0
-        )
+        return np.concatenate(([np.nan], sd)), 1 + _lookback("STDDEV", timeperiod=n, nbdev=1.0)
     if kind == "log_return":
         ref = np.full(len(close), np.nan)
         ref[n:] = np.log(close[n:] / close[:-n])
@@ -57,7 +55,7 @@ def _reference(key: str, close: np.ndarray) -> tuple[np.ndarray, int]:
     raise AssertionError(key)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _stream(key: str, symbol: str) -> np.ndarray:
     """Feed every real bar one at a time; the value after each bar."""
     feat = FEATURES[key]()

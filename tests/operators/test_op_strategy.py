@@ -3,6 +3,7 @@ independent rational-arithmetic reference on synthetic tie-heavy prices and on r
 
 from __future__ import annotations
 
+import itertools
 from decimal import Decimal
 from fractions import Fraction
 
@@ -167,7 +168,9 @@ def test_real_bars_match_integer_reference(symbol: str) -> None:
     fast, slow = 10, 50
     cs = np.concatenate(([0], np.cumsum(c)))
     idx = np.arange(slow - 1, len(c))
-    d = np.sign((cs[idx + 1] - cs[idx + 1 - fast]) * slow - (cs[idx + 1] - cs[idx + 1 - slow]) * fast)
+    d = np.sign(
+        (cs[idx + 1] - cs[idx + 1 - fast]) * slow - (cs[idx + 1] - cs[idx + 1 - slow]) * fast
+    )
     prev, cur = d[:-1], d[1:]
     up = (cur > 0) & (prev <= 0)
     down = (cur < 0) & (prev >= 0)
@@ -183,7 +186,7 @@ def test_real_bars_match_integer_reference(symbol: str) -> None:
     assert len(ref) > 100
     # directions alternate: a cross up can only follow a cross down and vice versa
     dirs = [x for _, x in got]
-    assert all(a != b for a, b in zip(dirs, dirs[1:], strict=False))
+    assert all(a != b for a, b in itertools.pairwise(dirs))
 
 
 def test_sma_compare_is_exact_and_antisymmetric() -> None:

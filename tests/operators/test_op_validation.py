@@ -1,0 +1,219 @@
+"""decode_batch turns every bad payload into a DeadLetter with a reason (payload kept); bar checks
+and the per-symbol bar sequence guard."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import msgspec
+import pytest
+
+from operators.validation import (
+    BarSequenceGuard,
+    bar_problem,
+    dead_letter_for,
+    decode_batch,
+    trade_problem,
+)
+from schemas.codec import decode, encode
+from schemas.messages import NS_PER_MINUTE, Bar, DeadLetter, Trade
+from tests.operators.opdata import real_bars, real_trades
+
+UNIVERSE = frozenset({"BTCUSDT", "ETHUSDT"})
+TS = 1_723_161_600_000_000_000
+
+
+def _trade_dict(**over: object) -> dict[str, object]:
+    d: dict[str, object] = {
+        "symbol": "BTCUSDT",
+        "ts_event": TS,
+        "ts_init": TS + 5,
+        "trade_id": 42,
+        "price": 61_000.5,
+        "size": 0.01,
+        "aggressor": "buy",
+    }
+    d.update(over)
+    return d
+
+
+def _raw(d: dict[str, object]) -> bytes:
+    return json.dumps(d).encode()
+
+
+def _one_dead(raw: bytes | str, cls: type = Trade) -> DeadLetter:
+    good, dead = decode_batch([("key-1", raw, 777)], cls, UNIVERSE, "md.trades.v1")
+    assert good == []
+    (dl,) = dead
+    assert dl.source == "md.trades.v1" and dl.key == "key-1" and dl.ts_init == 777
+    return dl
+
+
+def test_real_trades_and_bars_pass() -> None:
+    trades = list(real_trades("BTCUSDT")[:500]) + list(real_trades("ETHUSDT")[:500])
+    raws = [(t.symbol, encode(t), i) for i, t in enumerate(trades)]
+    good, dead = decode_batch(raws, Trade, UNIVERSE, "src")
+    assert dead == [] and good == trades
+    bars = list(real_bars("ETHUSDT")[:500])
+    good, dead = decode_batch([(b.symbol, encode(b).decode(), 0) for b in bars], Bar, UNIVERSE, "s")
+    assert dead == [] and good == bars
+    # str payloads work as well as bytes
+    assert decode_batch([("k", json.dumps(_trade_dict()), 0)], Trade, UNIVERSE, "s")[0]
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason_has"),
+    [
+        (b'{"symbol": "BTCUSDT", "ts_event":', "malformed"),
+        (b"not json at all", "malformed"),
+        (b"[1, 2, 3]", "malformed"),
+        (_raw(_trade_dict(price="61000.5")), "Expected `float`, got `str`"),
+        (_raw(_trade_dict(ts_event=1.5)), "Expected `int`"),
+        (_raw(_trade_dict(aggressor="hold")), "aggressor"),
+        (_raw({**_trade_dict(), "extra": 1}), "unknown field `extra`"),
+        (_raw({k: v for k, v in _trade_dict().items() if k != "price"}), "missing required"),
+        (
+            b'{"symbol":"BTCUSDT","ts_event":1,"ts_init":1,"trade_id":1,"price":1e999,'
+            b'"size":1,"aggressor":"buy"}',
+            "out of range",
+        ),
+    ],
+)
+def test_undecodable_payloads_become_dead_letters(raw: bytes, reason_has: str) -> None:
+    dl = _one_dead(raw)
+    assert dl.reason.startswith("malformed: ")
+    assert reason_has in dl.reason
+    assert dl.payload == raw.decode()  # the exact payload is kept
+    assert dl.ts_event == 0  # nothing trustworthy to report
+
+
+def test_non_utf8_payload_kept_as_repr() -> None:
+    raw = b"\xff\xfe{garbage"
+    dl = _one_dead(raw)
+    assert dl.reason.startswith("malformed")
+    assert dl.payload == repr(raw)
+
+
+@pytest.mark.parametrize(
+    ("over", "reason"),
+    [
+        ({"price": -1.0}, "bad price -1.0"),
+        ({"price": 0.0}, "bad price 0.0"),
+        ({"size": 0.0}, "bad size 0.0"),
+        ({"size": -0.5}, "bad size -0.5"),
+        ({"symbol": "DOGEUSDT"}, "unknown symbol 'DOGEUSDT'"),
+        ({"ts_event": 0}, "bad ts_event 0"),
+    ],
+)
+def test_invalid_trades_become_dead_letters(over: dict[str, object], reason: str) -> None:
+    raw = _raw(_trade_dict(**over))
+    dl = _one_dead(raw)
+    assert dl.reason == reason
+    assert dl.payload == raw.decode()
+    assert dl.ts_event == _trade_dict(**over)["ts_event"]
+
+
+@pytest.mark.parametrize("bad", [math.inf, -math.inf, math.nan])
+def test_non_finite_prices_and_sizes(bad: float) -> None:
+    # JSON cannot carry inf/nan (see the 1e999 case above), but decoded messages can
+    t = Trade(**_trade_dict(price=bad))  # type: ignore[arg-type]
+    assert trade_problem(t, UNIVERSE) == f"bad price {bad!r}"
+    t = Trade(**_trade_dict(size=bad))  # type: ignore[arg-type]
+    assert trade_problem(t, UNIVERSE) == f"bad size {bad!r}"
+
+
+def test_good_and_bad_mixed_keep_order_and_nothing_lost() -> None:
+    payloads = [
+        _raw(_trade_dict(trade_id=1)),
+        b"{",
+        _raw(_trade_dict(trade_id=2, price=0.0)),
+        _raw(_trade_dict(trade_id=3, symbol="ETHUSDT")),
+        _raw(_trade_dict(trade_id=4, symbol="XRPUSDT")),
+    ]
+    raws = [(f"k{i}", p, i) for i, p in enumerate(payloads)]
+    good, dead = decode_batch(raws, Trade, UNIVERSE, "src")
+    assert [t.trade_id for t in good] == [1, 3]
+    assert [d.key for d in dead] == ["k1", "k2", "k4"]
+    assert [d.ts_init for d in dead] == [1, 2, 4]
+    assert len(good) + len(dead) == len(payloads)
+    assert [d.payload for d in dead] == [payloads[i].decode() for i in (1, 2, 4)]
+
+
+def _bar(**over: object) -> Bar:
+    d: dict[str, object] = {
+        "symbol": "BTCUSDT",
+        "ts_event": TS,
+        "ts_init": TS + NS_PER_MINUTE,
+        "open": 100.0,
+        "high": 102.0,
+        "low": 99.0,
+        "close": 101.0,
+        "volume": 3.0,
+    }
+    d.update(over)
+    return Bar(**d)  # type: ignore[arg-type]
+
+
+def test_real_bars_have_no_problem() -> None:
+    for sym in ("BTCUSDT", "ETHUSDT"):
+        assert all(bar_problem(b, UNIVERSE) is None for b in real_bars(sym))
+
+
+@pytest.mark.parametrize(
+    ("over", "reason"),
+    [
+        ({"low": 100.5}, "inconsistent OHLC (low/high do not bound open/close)"),  # low > open
+        ({"low": 101.5, "high": 103.0}, "inconsistent OHLC"),  # low > both
+        ({"high": 100.5}, "inconsistent OHLC"),  # high < close
+        ({"high": 98.0, "low": 97.0}, "inconsistent OHLC"),
+        ({"open": 0.0}, "bad open 0.0"),
+        ({"close": -1.0}, "bad close -1.0"),
+        ({"high": math.inf}, "bad high inf"),
+        ({"low": math.nan}, "bad low nan"),
+        ({"volume": -1.0}, "bad volume -1.0"),
+        ({"volume": math.nan}, "bad volume nan"),
+        ({"symbol": "FOO"}, "unknown symbol 'FOO'"),
+        ({"ts_event": 0}, "bad ts_event or interval_ns"),
+        ({"interval_ns": 0}, "bad ts_event or interval_ns"),
+    ],
+)
+def test_bar_problem(over: dict[str, object], reason: str) -> None:
+    problem = bar_problem(_bar(**over), UNIVERSE)
+    assert problem is not None and problem.startswith(reason)
+
+
+def test_bar_problem_accepts_edge_cases() -> None:
+    assert bar_problem(_bar(volume=0.0), UNIVERSE) is None  # no trades in the minute
+    assert bar_problem(_bar(open=99.0, high=99.0, low=99.0, close=99.0), UNIVERSE) is None
+
+
+def test_inconsistent_bar_payload_dead_lettered() -> None:
+    raw = encode(_bar(low=101.5))
+    good, dead = decode_batch([("BTCUSDT", raw, 3)], Bar, UNIVERSE, "md.bars.v1")
+    assert good == []
+    assert dead[0].reason.startswith("inconsistent OHLC") and dead[0].payload == raw.decode()
+    assert dead[0].ts_event == TS and dead[0].source == "md.bars.v1"
+
+
+def test_bar_sequence_guard() -> None:
+    bars = real_bars("BTCUSDT")[:5]
+    g = BarSequenceGuard()
+    assert [g.check(b) for b in bars[:3]] == [None, None, None]
+    assert g.check(bars[2]) == "duplicate bar"
+    assert g.check(bars[1]) == "out-of-order bar"
+    assert g.check(bars[0]) == "out-of-order bar"
+    assert g.rejected == 3
+    assert g.last_ts == bars[2].ts_event  # rejects do not rewind the guard
+    assert g.check(bars[4]) is None  # a gap is fine
+    assert g.check(bars[3]) == "out-of-order bar"
+    assert g.rejected == 4
+
+
+def test_dead_letter_for_keeps_the_message() -> None:
+    t = real_trades("ETHUSDT")[0]
+    dl = dead_letter_for(t, "bars.late", "late: bar already closed")
+    assert (dl.source, dl.reason, dl.key) == ("bars.late", "late: bar already closed", "ETHUSDT")
+    assert (dl.ts_event, dl.ts_init) == (t.ts_event, t.ts_init)
+    assert decode(dl.payload, Trade) == t
+    assert msgspec.json.decode(encode(dl), type=DeadLetter) == dl

@@ -1,0 +1,263 @@
+"""Wire messages round-trip through the codec, are immutable and strict; config validation and
+environment overrides."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import msgspec
+import pytest
+from pydantic import ValidationError
+
+import schemas
+import schemas.messages
+from schemas.codec import DecodeError, decode, decoder, encode, to_dict
+from schemas.config import Config, load_config
+from schemas.messages import (
+    NS_PER_MINUTE,
+    Bar,
+    DeadLetter,
+    EquityPoint,
+    Fill,
+    Message,
+    Metric,
+    Order,
+    OrderDenied,
+    OrderIntent,
+    PositionSnapshot,
+    RunInfo,
+    Signal,
+    Trade,
+)
+from schemas.topics import TOPICS
+from tests.paths import ROOT
+
+TS = 1_704_067_200_000_000_000
+
+SAMPLES: list[msgspec.Struct] = [
+    Trade("BTCUSDT", TS, TS + 3, 3_355_000_001, 42_283.58, 0.00056, "sell"),
+    Bar(
+        "ETHUSDT",
+        TS,
+        TS + NS_PER_MINUTE,
+        2281.87,
+        2282.94,
+        2281.27,
+        2282.2,
+        170.0969,
+        n_trades=9,
+        buy_volume=80.5,
+    ),
+    Signal("BTCUSDT", TS, TS, "sma_cross_10_50", -1, strength=-0.0012, reason="crossed below"),
+    OrderIntent("BTCUSDT-1", "BTCUSDT", TS, TS, "buy", quote_budget=500_000.0, ref_price=42_000.1),
+    OrderDenied("BTCUSDT-2", "BTCUSDT", TS, TS, "max_position_notional", "too big"),
+    Order("BTCUSDT-1", "BTCUSDT", TS, TS, "sell", qty=11.9),
+    Fill("BTCUSDT-1-1", "BTCUSDT-1", "BTCUSDT", TS, TS, "buy", 42_283.58, 11.8, 499.3),
+    PositionSnapshot("ETHUSDT", TS, TS, 1.5, 2281.0, 10.0, -3.5, 2.0, 0.2, 2282.0),
+    EquityPoint("ETHUSDT", TS, TS, 10.0, 3423.3, 3433.3),
+    Metric("late_trades", TS, TS, 3.0, labels="symbol=BTCUSDT"),
+    DeadLetter(TS, "md.trades.v1", "malformed: x", '{"a": 1}', key="BTCUSDT", ts_event=TS - 1),
+    RunInfo("run-1", TS, "backtest", "file", 0, 0, "BTCUSDT,ETHUSDT", "{}", summary_json="{}"),
+]
+
+
+def test_every_message_type_is_sampled() -> None:
+    defined = vars(schemas.messages).values()
+    message_types = {t for t in defined if isinstance(t, type) and issubclass(t, Message)}
+    assert message_types - {Message} == {type(m) for m in SAMPLES}
+    exported = [getattr(schemas, n) for n in schemas.__all__]
+    assert all(t in exported for t in message_types - {Message})
+
+
+@pytest.mark.parametrize("msg", SAMPLES, ids=lambda m: type(m).__name__)
+def test_round_trip(msg: msgspec.Struct) -> None:
+    data = encode(msg)
+    assert isinstance(data, bytes)
+    back = decode(data, type(msg))
+    assert back == msg and type(back) is type(msg)
+    assert decode(data.decode(), type(msg)) == msg  # str input too
+    assert encode(back) == data  # byte-identical re-encoding
+    # the wire form is plain JSON with the field names
+    assert json.loads(data) == to_dict(msg)
+    assert decoder(type(msg)) is decoder(type(msg))  # one cached decoder per type
+
+
+@pytest.mark.parametrize("msg", SAMPLES, ids=lambda m: type(m).__name__)
+def test_frozen(msg: msgspec.Struct) -> None:
+    field = msg.__struct_fields__[0]
+    with pytest.raises(AttributeError):
+        setattr(msg, field, getattr(msg, field))
+    assert hash(msg) == hash(msgspec.structs.replace(msg))  # frozen structs are hashable
+
+
+@pytest.mark.parametrize("msg", SAMPLES, ids=lambda m: type(m).__name__)
+def test_unknown_fields_rejected(msg: msgspec.Struct) -> None:
+    d = to_dict(msg)
+    d["surprise"] = 1
+    with pytest.raises(DecodeError, match="unknown field `surprise`"):
+        decode(json.dumps(d), type(msg))
+
+
+@pytest.mark.parametrize("msg", SAMPLES, ids=lambda m: type(m).__name__)
+def test_missing_required_field_rejected(msg: msgspec.Struct) -> None:
+    d = to_dict(msg)
+    first = msg.__struct_fields__[0]
+    del d[first]
+    with pytest.raises(DecodeError, match=f"missing required field `{first}`"):
+        decode(json.dumps(d), type(msg))
+
+
+def test_type_and_literal_violations_rejected() -> None:
+    d = to_dict(SAMPLES[0])
+    with pytest.raises(DecodeError, match="aggressor"):
+        decode(json.dumps({**d, "aggressor": "hold"}), Trade)
+    with pytest.raises(DecodeError, match="Expected `int`"):
+        decode(json.dumps({**d, "ts_event": "now"}), Trade)
+    with pytest.raises(DecodeError):
+        decode(json.dumps({**to_dict(SAMPLES[-1]), "mode": "dream"}), RunInfo)
+
+
+def test_defaults_and_bar_close() -> None:
+    t = decode(
+        b'{"symbol":"BTCUSDT","ts_event":1,"ts_init":2,"trade_id":3,"price":1.5,"size":2,'
+        b'"aggressor":"buy"}',
+        Trade,
+    )
+    assert t.venue == "binance_spot" and t.size == 2.0
+    bar = SAMPLES[1]
+    assert isinstance(bar, Bar)
+    assert bar.interval_ns == NS_PER_MINUTE and bar.ts_close == TS + NS_PER_MINUTE
+    assert msgspec.structs.replace(bar, interval_ns=5).ts_close == TS + 5
+
+
+def test_topics_carry_messages() -> None:
+    assert {t.name: t.message for t in TOPICS.values()} == {
+        "md.trades.v1": Trade,
+        "md.bars.v1": Bar,
+        "orders.v1": Order,
+        "fills.v1": Fill,
+        "dlq.v1": DeadLetter,
+    }
+    assert all(t.partitions > 0 for t in TOPICS.values())
+
+
+# --- config ----------------------------------------------------------------------------------
+
+EXAMPLE = ROOT / "examples" / "sma_cross.toml"
+
+
+@pytest.fixture
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """No connection overrides from the environment or a stray .env."""
+    for var in ("KAFKA_BOOTSTRAP", "CLICKHOUSE_DSN", "CRYPTOFLOW_DATA_DIR"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def test_load_example_config(clean_env: Path) -> None:
+    cfg = load_config(EXAMPLE)
+    assert cfg.symbols == ["BTCUSDT", "ETHUSDT"]
+    assert (cfg.bars.interval_s, cfg.bars.grace_ms) == (60, 2000)
+    assert (cfg.strategy.kind, cfg.strategy.fast, cfg.strategy.slow) == ("sma_cross", 10, 50)
+    assert cfg.strategy.price == "close" and cfg.strategy.long_only is True
+    assert cfg.sizing.fraction == 1.0
+    assert cfg.risk.max_position_notional == 1e12
+    assert (cfg.execution.fee_bps, cfg.execution.slippage_bps) == (10.0, 0.0)
+    assert cfg.portfolio.initial_cash == 1_000_000.0 and cfg.portfolio.currency == "USDT"
+    assert cfg.kafka.bootstrap == "127.0.0.1:9092"
+    # default DSN: an embedded chdb under the data dir (cwd-relative "var")
+    expected = (clean_env / "var").resolve().as_posix().lstrip("/")
+    assert cfg.clickhouse.dsn == f"chdb:///{expected}/clickhouse"
+    with pytest.raises(ValidationError):
+        cfg.strategy.fast = 3  # type: ignore[misc]  # frozen
+
+
+def test_overrides_and_symbol_normalisation(clean_env: Path) -> None:
+    cfg = load_config(EXAMPLE, symbols=["btcusdt"], strategy=None)
+    assert cfg.symbols == ["BTCUSDT"]
+    assert cfg.strategy.slow == 50  # None overrides are ignored
+    assert load_config().symbols == ["BTCUSDT", "ETHUSDT"]  # defaults without a file
+
+
+def test_missing_config_file(clean_env: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="config file not found"):
+        load_config(clean_env / "nope.toml")
+
+
+def _write(tmp: Path, text: str) -> Path:
+    p = tmp / "cfg.toml"
+    p.write_text(text)
+    return p
+
+
+@pytest.mark.parametrize(
+    ("edit", "loc", "message"),
+    [
+        (("fast = 10", "fast = 50"), "strategy", "strategy.fast (50) must be < strategy.slow (50)"),
+        (("fast = 10", "fast = 60"), "strategy", "must be < strategy.slow"),
+        (("[bars]", "[bars]\nspeed = 3"), "bars.speed", "Extra inputs are not permitted"),
+        (
+            ('symbols = ["BTCUSDT", "ETHUSDT"]', "symbols = []"),
+            "symbols",
+            "symbols must not be empty",
+        ),
+        (("symbols = [", 'symbols = ["BTC/USDT", '), "symbols", "bad symbol names"),
+        (("fee_bps = 10.0", "fee_bps = -1.0"), "execution.fee_bps", "greater than or equal to 0"),
+        (("fraction = 1.0", "fraction = 1.5"), "sizing.fraction", "less than or equal to 1"),
+        (("initial_cash = 1000000.0", "initial_cash = 0"), "portfolio.initial_cash", "greater"),
+        (('kind = "sma_cross"', 'kind = "rsi"'), "strategy.kind", "sma_cross"),
+    ],
+)
+def test_bad_config_raises_useful_validation_error(
+    clean_env: Path, edit: tuple[str, str], loc: str, message: str
+) -> None:
+    text = EXAMPLE.read_text()
+    assert edit[0] in text
+    path = _write(clean_env, text.replace(edit[0], edit[1], 1))
+    with pytest.raises(ValidationError) as info:
+        load_config(path)
+    errors = info.value.errors()
+    assert any(".".join(str(x) for x in e["loc"]) == loc for e in errors), errors
+    assert message in str(info.value)
+
+
+def test_unknown_top_level_key(clean_env: Path) -> None:
+    path = _write(clean_env, EXAMPLE.read_text() + "\n[strategyy]\nfast = 3\n")
+    with pytest.raises(ValidationError, match="strategyy"):
+        load_config(path)
+
+
+def test_env_overrides_connections(clean_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KAFKA_BOOTSTRAP", "kafka.internal:29092")
+    monkeypatch.setenv("CLICKHOUSE_DSN", "clickhouse://ch.internal:8123/db")
+    cfg = load_config(EXAMPLE)
+    assert cfg.kafka.bootstrap == "kafka.internal:29092"
+    assert cfg.clickhouse.dsn == "clickhouse://ch.internal:8123/db"
+    # the rest of the sections are untouched
+    assert cfg.kafka.batch_size == Config().kafka.batch_size
+    assert cfg.clickhouse.database == "cryptoflow"
+
+
+def test_env_data_dir_sets_default_dsn(clean_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    data = clean_env / "data here"
+    monkeypatch.setenv("CRYPTOFLOW_DATA_DIR", str(data))
+    cfg = load_config(EXAMPLE)
+    assert cfg.clickhouse.dsn == f"chdb:///{data.resolve().as_posix().lstrip('/')}/clickhouse"
+
+
+def test_dotenv_file_is_read(clean_env: Path) -> None:
+    (clean_env / ".env").write_text("KAFKA_BOOTSTRAP=from-dotenv:9092\n")
+    assert load_config(EXAMPLE).kafka.bootstrap == "from-dotenv:9092"
+
+
+def test_env_beats_file_value(clean_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    text = EXAMPLE.read_text() + '\n[kafka]\nbootstrap = "file:9092"\n\n[clickhouse]\ndsn = "f"\n'
+    path = _write(clean_env, text)
+    cfg = load_config(path)
+    assert (cfg.kafka.bootstrap, cfg.clickhouse.dsn) == ("file:9092", "f")
+    monkeypatch.setenv("KAFKA_BOOTSTRAP", "env:9092")
+    monkeypatch.setenv("CLICKHOUSE_DSN", "env-dsn")
+    cfg = load_config(path)
+    assert (cfg.kafka.bootstrap, cfg.clickhouse.dsn) == ("env:9092", "env-dsn")
