@@ -56,7 +56,9 @@ class BarBuilder:
         for t in trades:
             ts = t.ts_event
             start = ts - ts % interval
-            if start < self._closed_until:
+            # Late: the bucket is closed, or would have been had it had a trade
+            # (watermark past its end + grace); flush() closes without moving the watermark.
+            if start < self._closed_until or start + interval + self.grace_ns <= self._watermark:
                 self.late += 1
                 rejects.append((t, "late: bar already closed"))
                 continue
@@ -111,7 +113,8 @@ class BarBuilder:
                 Bar(
                     symbol=self.symbol,
                     ts_event=start,
-                    ts_init=max(self._watermark, start + interval),
+                    # when it closes in event time, whatever the arrival order or batching
+                    ts_init=start + interval + self.grace_ns,
                     open=b.open,
                     high=b.high,
                     low=b.low,

@@ -28,7 +28,8 @@ class SmaCross:
         self.symbol = symbol
         self.name = f"sma_cross_{fast}_{slow}"
         if shared is not None:
-            if (shared[0].n, shared[1].n) != (fast, slow) or shared[0].field != field:
+            sizes, fields = (shared[0].n, shared[1].n), {shared[0].field, shared[1].field}
+            if sizes != (fast, slow) or fields != {field}:
                 raise ValueError("shared SMAs do not match the strategy's parameters")
             self.fast, self.slow = shared
         else:

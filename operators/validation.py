@@ -70,7 +70,7 @@ def bar_problem(b: Bar, universe: Set[str]) -> str | None:
 
 
 def decode_batch(
-    raws: Iterable[tuple[str, bytes | str, int]],
+    raws: Iterable[tuple[str, bytes | str | None, int]],
     cls: type[M],
     universe: Set[str],
     source: str,
@@ -81,6 +81,9 @@ def decode_batch(
     good: list[M] = []
     dead: list[DeadLetter] = []
     for key, raw, ts_init in raws:
+        if not raw:  # a Kafka tombstone (null value) or empty payload
+            dead.append(DeadLetter(ts_init, source, "empty payload", "", key or ""))
+            continue
         try:
             msg = dec.decode(raw)
         except msgspec.DecodeError as exc:

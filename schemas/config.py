@@ -97,7 +97,10 @@ class Config(_Section):
         bad = [s for s in v if not s or not s.replace("_", "").replace("-", "").isalnum()]
         if bad:
             raise ValueError(f"bad symbol names: {bad}")
-        return [s.upper() for s in v]
+        upper = [s.upper() for s in v]
+        if len(set(upper)) != len(upper):
+            raise ValueError(f"duplicate symbols: {v}")
+        return upper
 
 
 class Settings(BaseSettings):

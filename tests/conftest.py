@@ -1,9 +1,10 @@
 """Shared fixtures: a real Kafka broker (no mocks) and the ClickHouse fixtures.
 
 `kafka_bootstrap`: `$KAFKA_BOOTSTRAP` if set, else a local KRaft broker started by
-`infra.kafka.broker.up` at 127.0.0.1:19092 (override with `$CRYPTOFLOW_TEST_KAFKA`) with its data
-in `var/test-kafka`. The broker is LEFT RUNNING after the session so the next run starts in
-milliseconds; stop it with `CRYPTOFLOW_TEST_KAFKA_STOP=1 pytest ...` or
+`infra.kafka.broker.up` at 127.0.0.1:19092 (`$CRYPTOFLOW_TEST_KAFKA`) with its data in
+`var/test-kafka` (`$CRYPTOFLOW_TEST_KAFKA_DIR`). The broker is LEFT RUNNING after the session, so
+the next run (and other sessions, serialised by a file lock) start in milliseconds; stop it with
+`CRYPTOFLOW_TEST_KAFKA_STOP=1 pytest ...` or
 `python -c "from infra.kafka import broker; broker.down('var/test-kafka')"`.
 Without Java or Maven (and no cached jars) Kafka tests are skipped.
 """
@@ -21,7 +22,7 @@ from _ch_fixtures import ch_db, ch_dsn  # noqa: F401  (fixtures, registered by i
 
 ROOT = Path(__file__).resolve().parents[1]
 TEST_KAFKA_BOOTSTRAP = os.environ.get("CRYPTOFLOW_TEST_KAFKA", "127.0.0.1:19092")
-TEST_KAFKA_DIR = ROOT / "var" / "test-kafka"
+TEST_KAFKA_DIR = Path(os.environ.get("CRYPTOFLOW_TEST_KAFKA_DIR", ROOT / "var" / "test-kafka"))
 
 
 @pytest.fixture(scope="session")

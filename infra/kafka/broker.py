@@ -284,7 +284,7 @@ def delete_topics(bootstrap: str, names: Iterable[str], timeout_s: float = 30.0)
 # ----------------------------------------------------------------------------- broker process
 
 
-def _kafka_dir(data_dir: Path | None) -> Path:
+def _kafka_dir(data_dir: Path | str | None) -> Path:
     if data_dir is None:
         from schemas.config import data_dir as configured
 
@@ -382,7 +382,7 @@ def _tail(path: Path, lines: int = 30) -> str:
 
 def up(
     bootstrap: str = DEFAULT_BOOTSTRAP,
-    data_dir: Path | None = None,
+    data_dir: Path | str | None = None,
     partitions: Mapping[str, int] | None = None,
     timeout_s: float = 120.0,
 ) -> str:
@@ -456,7 +456,7 @@ def _reap(pid: int) -> None:
         del _CHILDREN[pid]
 
 
-def down(data_dir: Path | None = None, timeout_s: float = 30.0) -> bool:
+def down(data_dir: Path | str | None = None, timeout_s: float = 30.0) -> bool:
     """Stop the local broker (SIGTERM, then SIGKILL after `timeout_s`). True if one was running."""
     kdir = _kafka_dir(data_dir)
     pid = _pid(kdir)
@@ -488,7 +488,9 @@ def _is_zombie(pid: int) -> bool:
         return True
 
 
-def status(bootstrap: str = DEFAULT_BOOTSTRAP, data_dir: Path | None = None) -> dict[str, Any]:
+def status(
+    bootstrap: str = DEFAULT_BOOTSTRAP, data_dir: Path | str | None = None
+) -> dict[str, Any]:
     """Where the broker stands: answering?, local pid, files, and topics with partition counts."""
     kdir = _kafka_dir(data_dir)
     pid = _pid(kdir)

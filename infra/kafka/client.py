@@ -192,6 +192,9 @@ def consumer_config(bootstrap: str, config: Mapping[str, Any] | None = None) -> 
         "enable.auto.commit": False,
         "enable.auto.offset.store": False,
         "enable.partition.eof": True,
+        # A start offset that retention already removed fails loudly instead of jumping to the
+        # log end (librdkafka's default), which would silently read nothing.
+        "auto.offset.reset": "error",
         "fetch.wait.max.ms": 100,
         "fetch.max.bytes": 64 * 1024 * 1024,
         "max.partition.fetch.bytes": 8 * 1024 * 1024,
@@ -351,6 +354,8 @@ class PartitionReader:
                     if end is not None and m.offset() >= end:
                         self.done = True
                     continue
+                if err.retriable() or err.code() == KafkaError._TRANSPORT:
+                    continue  # librdkafka reconnects and refetches by itself
                 raise KafkaException(err)
             off = m.offset()
             if end is not None and off >= end:

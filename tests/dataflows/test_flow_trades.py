@@ -3,6 +3,7 @@ to dead letters with reasons while the flow keeps running."""
 
 from __future__ import annotations
 
+import itertools
 from typing import NamedTuple
 
 import polars as pl
@@ -35,7 +36,7 @@ def _complete_minutes(trades: list[Trade]) -> set[tuple[str, int]]:
     for sym in {t.symbol for t in trades}:
         ts = sorted(t.ts_event for t in trades if t.symbol == sym)
         windows, start = [], ts[0]
-        for a, b in zip(ts, ts[1:], strict=False):
+        for a, b in itertools.pairwise(ts):
             if b - a > 60_000_000_000:
                 windows.append((start, a))
                 start = b

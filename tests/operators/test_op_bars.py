@@ -4,6 +4,7 @@ klines for the real trade captures, and for order/batching invariance, lateness 
 from __future__ import annotations
 
 import itertools
+import pickle
 
 import msgspec
 import numpy as np
@@ -101,11 +102,6 @@ def _run_batches(symbol: str, batches: list[list[Trade]]) -> tuple[list[Bar], Ba
     return bars + bb.flush(), bb
 
 
-def _content(b: Bar) -> Bar:
-    """A bar without ts_init: when a bar is emitted depends on which trade moved the watermark."""
-    return msgspec.structs.replace(b, ts_init=0)
-
-
 @pytest.mark.parametrize("symbol", SYMBOLS)
 def test_batch_boundaries_do_not_change_bars(symbol: str) -> None:
     trades = list(real_trades(symbol))
@@ -127,8 +123,7 @@ def test_arrival_order_within_grace_does_not_change_bars(symbol: str) -> None:
         arrival = _shuffled_within_grace(trades, rng)
         assert arrival != trades  # the jitter really reorders the stream
         got, bb = _run_batches(symbol, _random_batches(arrival, rng))
-        assert [_content(b) for b in got] == [_content(b) for b in expected]
-        assert all(b.ts_init >= b.ts_close for b in got)
+        assert got == expected  # every field: ts_init is the close deadline, not arrival-dependent
         assert bb.late == 0 and bb.duplicates == 0
 
 
@@ -205,12 +200,6 @@ def test_bucket_closes_exactly_at_end_plus_grace() -> None:
     assert bb.open_buckets == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG operators/bars.py:59 — lateness is judged against _closed_until (end of the last "
-    "*emitted* bar), so a trade for an EMPTY minute whose end+grace the watermark has already "
-    "passed is accepted (and a bar emitted) instead of being rejected as late",
-)
 def test_trade_beyond_grace_for_empty_minute_is_late() -> None:
     s = NS_PER_SECOND
     bb = BarBuilder("BTCUSDT", NS_PER_MINUTE, GRACE)
@@ -232,8 +221,12 @@ def test_duplicate_trade_ids_rejected_and_counted() -> None:
     assert [t for t, _ in rejects] == dups
     assert all(r == "duplicate trade_id" for _, r in rejects)
     assert bb.duplicates == len(dups) and bb.late == 0
-    # the duplicates changed nothing
-    assert [_content(b) for b in bb.flush()] == [_content(b) for b in expected]
+
+    # the duplicates changed nothing (ts_init differs only through the longer grace)
+    def content(b: Bar) -> Bar:
+        return msgspec.structs.replace(b, ts_init=0)
+
+    assert [content(b) for b in bb.flush()] == [content(b) for b in expected]
 
 
 def test_no_bar_emitted_twice_across_update_and_flush() -> None:
@@ -302,3 +295,17 @@ def test_zero_grace_closes_on_the_first_trade_of_the_next_minute() -> None:
 def test_invalid_constructor_args_raise(interval: int, grace: int) -> None:
     with pytest.raises(ValueError):
         BarBuilder("BTCUSDT", interval, grace)
+
+
+def test_pickle_mid_stream_then_continue_is_identical() -> None:
+    """Snapshot/resume (recovery) of a builder yields exactly the uninterrupted output."""
+    trades = list(real_trades("BTCUSDT"))
+    expected = _build(trades, batch=len(trades))
+    for cut in (1, 2_500, 3_144, 15_000):
+        bb = BarBuilder("BTCUSDT", NS_PER_MINUTE, GRACE)
+        first, _ = bb.update(trades[:cut])
+        resumed = pickle.loads(pickle.dumps(bb))
+        rest, rejects = resumed.update(trades[cut:])
+        assert rejects == []
+        assert first + rest + resumed.flush() == expected
+        assert resumed.bars_emitted == len(expected)

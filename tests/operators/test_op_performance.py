@@ -186,3 +186,15 @@ def test_summarize_on_combined_curve() -> None:
     # total: 200 -> 190 -> 220
     assert s.total_return == pytest.approx(0.10, rel=1e-12)
     assert s.max_drawdown == pytest.approx(0.05, rel=1e-12)
+
+
+def test_small_loss_after_fees_counts_as_loss() -> None:
+    fills = [
+        *_two_trips()[:2],
+        # flat price, fees only: -0.2 net, a losing trade
+        _fill("ETHUSDT", "buy", 50.0, 2.0, 0.1, 10),
+        _fill("ETHUSDT", "sell", 50.0, 2.0, 0.1, 11),
+    ]
+    s = summarize(*_curve([109.59]), fills, 100.0)
+    assert s.n_round_trips == 2 and s.win_rate == 0.5
+    assert s.profit_factor == pytest.approx(9.79 / 0.2, rel=1e-9)

@@ -4,12 +4,14 @@ independent rational-arithmetic reference on synthetic tie-heavy prices and on r
 from __future__ import annotations
 
 import itertools
+import pickle
 from decimal import Decimal
 from fractions import Fraction
 
 import numpy as np
 import pytest
 
+from operators.features import FeatureSet
 from operators.features.sma import SMA
 from operators.strategy_sma_cross import SmaCross
 from schemas.messages import NS_PER_MINUTE, Bar, Signal
@@ -226,3 +228,67 @@ def test_sma_window_slides_exactly() -> None:
 def test_invalid_windows_raise(fast: int, slow: int) -> None:
     with pytest.raises(ValueError):
         SmaCross("BTCUSDT", fast, slow)
+
+
+def _signals_shared(bars: tuple[Bar, ...] | list[Bar]) -> list[Signal]:
+    fs = FeatureSet.basic(sma=[10, 50], ema=[20], rsi=14, vol_window=20)
+    fast, slow = fs.get("sma_10"), fs.get("sma_50")
+    assert isinstance(fast, SMA) and isinstance(slow, SMA)
+    strat = SmaCross(bars[0].symbol, 10, 50, shared=(fast, slow))
+    out = []
+    for b in bars:
+        fs.update(b)  # the caller updates the shared averages first
+        sig = strat.update(b)
+        if sig is not None:
+            out.append(sig)
+    return out
+
+
+def test_shared_smas_give_identical_signals() -> None:
+    bars = real_bars("BTCUSDT")[:8_000]
+    strat = SmaCross("BTCUSDT", 10, 50)
+    own = [s for b in bars if (s := strat.update(b)) is not None]
+    assert len(own) > 20
+    assert _signals_shared(bars) == own
+
+
+def test_shared_smas_survive_pickling_together() -> None:
+    bars = real_bars("ETHUSDT")[:3_000]
+    expected = _signals_shared(bars)
+    fs = FeatureSet.basic(sma=[10, 50], ema=[20], rsi=14, vol_window=20)
+    strat = SmaCross("ETHUSDT", 10, 50, shared=(fs.get("sma_10"), fs.get("sma_50")))  # type: ignore[arg-type]
+    got = []
+    for i, b in enumerate(bars):
+        if i == 1_234:
+            fs, strat = pickle.loads(pickle.dumps((fs, strat)))
+            assert strat.fast is fs.get("sma_10") and strat.slow is fs.get("sma_50")
+        fs.update(b)
+        if (s := strat.update(b)) is not None:
+            got.append(s)
+    assert got == expected
+
+
+@pytest.mark.parametrize(
+    "shared",
+    [
+        (SMA(10), SMA(40)),
+        (SMA(5), SMA(50)),
+        (SMA(50), SMA(10)),
+        (SMA(10, "high"), SMA(50)),
+    ],
+)
+def test_mismatched_shared_smas_rejected(shared: tuple[SMA, SMA]) -> None:
+    with pytest.raises(ValueError, match="shared SMAs"):
+        SmaCross("BTCUSDT", 10, 50, shared=shared)
+
+
+def test_shared_slow_sma_on_other_field_rejected() -> None:
+    with pytest.raises(ValueError, match="shared SMAs"):
+        SmaCross("BTCUSDT", 10, 50, shared=(SMA(10), SMA(50, "high")))
+
+
+def test_featureset_get() -> None:
+    fs = FeatureSet.basic(sma=[10, 50], ema=[20], rsi=14, vol_window=20)
+    for f in fs.features:
+        assert fs.get(f.name) is f
+    assert fs.get("sma_11") is None

@@ -7,6 +7,7 @@ import json
 import math
 
 import msgspec
+import numpy as np
 import pytest
 
 from operators.validation import (
@@ -217,3 +218,54 @@ def test_dead_letter_for_keeps_the_message() -> None:
     assert (dl.ts_event, dl.ts_init) == (t.ts_event, t.ts_init)
     assert decode(dl.payload, Trade) == t
     assert msgspec.json.decode(encode(dl), type=DeadLetter) == dl
+
+
+def test_null_payload_becomes_dead_letter_instead_of_raising() -> None:
+    good, dead = decode_batch(
+        [("k0", _raw(_trade_dict()), 1), ("k1", None, 2)],  # type: ignore[list-item]
+        Trade,
+        UNIVERSE,
+        "md.trades.v1",
+    )
+    assert len(good) == 1
+    assert [d.key for d in dead] == ["k1"] and dead[0].reason == "empty payload"
+
+
+def _independent_bar_ok(b: Bar, universe: frozenset[str]) -> bool:
+    prices = (b.open, b.high, b.low, b.close)
+    return (
+        b.symbol in universe
+        and all(math.isfinite(p) and p > 0 for p in prices)
+        and math.isfinite(b.volume)
+        and b.volume >= 0
+        and b.low <= min(b.open, b.close)
+        and b.high >= max(b.open, b.close)
+        and b.ts_event > 0
+        and b.interval_ns > 0
+    )
+
+
+def test_bar_problem_agrees_with_independent_predicate() -> None:
+    """Property: bar_problem(b) is None exactly when every documented rule holds (the fast path
+    and the detailed checks agree), over a grid heavy in edge values."""
+    rng = np.random.default_rng(0)
+    specials = [math.nan, math.inf, -math.inf, 0.0, -1.0, *[99.0, 100.0, 101.0, 102.0] * 4]
+    n_ok = 0
+    for _ in range(20_000):
+        o, h, lo, c = (float(rng.choice(specials)) for _ in range(4))
+        vol = float(rng.choice([math.nan, math.inf, -0.5, 0.0, 3.0]))
+        b = _bar(
+            open=o,
+            high=h,
+            low=lo,
+            close=c,
+            volume=vol,
+            symbol=str(rng.choice(["BTCUSDT", "BTCUSDT", "BTCUSDT", "XRPUSDT"])),
+            ts_event=int(rng.choice([TS, TS, TS, 0, -5])),
+            interval_ns=int(rng.choice([NS_PER_MINUTE, NS_PER_MINUTE, 0])),
+        )
+        ok = _independent_bar_ok(b, UNIVERSE)
+        problem = bar_problem(b, UNIVERSE)
+        assert (problem is None) == ok, (b, problem)
+        n_ok += ok
+    assert n_ok > 100
