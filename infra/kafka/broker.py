@@ -104,16 +104,8 @@ def ensure_jars(home: Path | None = None) -> Path:
         shutil.rmtree(tmp, ignore_errors=True)
         log.info("fetching Apache Kafka %s jars with Maven into %s", KAFKA_VERSION, lib)
         t0 = time.monotonic()
-        cmd = [
-            mvn,
-            "-q",
-            "-B",
-            "-f",
-            str(POM),
-            f"-Dkafka.version={KAFKA_VERSION}",
-            "dependency:copy-dependencies",
-            f"-DoutputDirectory={tmp}",
-        ]
+        cmd = [mvn, "-q", "-B", "-f", str(POM), f"-Dkafka.version={KAFKA_VERSION}"]
+        cmd += ["dependency:copy-dependencies", f"-DoutputDirectory={tmp}"]
         proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if proc.returncode != 0:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -303,6 +295,7 @@ def _pid(kdir: Path) -> int | None:
 
 
 def _write_config(kdir: Path, host: str, port: int) -> Path:
+    host = f"[{host}]" if ":" in host else host  # IPv6 literal in listener URLs
     props = {
         "process.roles": "broker,controller",
         "node.id": "1",
@@ -346,18 +339,9 @@ def _format_storage(java: str, lib: Path, kdir: Path, props: Path) -> None:
 
 def _start(java: str, lib: Path, kdir: Path, props: Path) -> int:
     heap = os.environ.get("KAFKA_HEAP_OPTS", HEAP_OPTS).split()
-    cmd = [
-        java,
-        *heap,
-        "-XX:+UseG1GC",
-        "-XX:MaxGCPauseMillis=20",
-        "-Djava.awt.headless=true",
-        f"-Dlog4j2.configurationFile={kdir / 'log4j2.properties'}",
-        "-cp",
-        f"{lib}/*",
-        "kafka.Kafka",
-        str(props),
-    ]
+    cmd = [java, *heap, "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20", "-Djava.awt.headless=true"]
+    cmd += [f"-Dlog4j2.configurationFile={kdir / 'log4j2.properties'}", "-cp", f"{lib}/*"]
+    cmd += ["kafka.Kafka", str(props)]
     with (kdir / "broker.out").open("ab") as out:
         # New session: the broker outlives this process and ignores the terminal's Ctrl-C.
         proc = subprocess.Popen(
