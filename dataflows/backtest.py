@@ -11,20 +11,18 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bytewax.testing import cluster_main, run_main
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from dataflows.flow import FlowSinks, build_flow
-from dataflows.io.clickhouse import ClickHouseSink
+from dataflows.flow import build_flow
 from dataflows.io.files import FileSource
 from dataflows.io.progress import CountedSource
 from dataflows.report import build_report, load_run, print_summary, write_outputs
-from infra.clickhouse import BatchWriter, connect, ensure_tables
+from dataflows.runner import execute, flow_sinks, record_run, topic_kind
+from infra.clickhouse import connect, ensure_tables
 from operators.performance import Summary
 from schemas.config import Config
 from schemas.messages import RunInfo
-from schemas.topics import DLQ, FILLS, ORDERS
 
 
 def parse_time(s: str | None) -> int | None:
@@ -88,7 +86,7 @@ def _source(spec: BacktestSpec, cfg: Config) -> tuple[Any, str, str]:
     from dataflows.io.kafka import KafkaRangeSource
 
     topic = spec.target
-    kind = "trades" if ".trades." in f".{topic}." else "bars"
+    kind = topic_kind(topic)
     src = KafkaRangeSource(
         cfg.kafka.bootstrap,
         topic,
@@ -99,17 +97,6 @@ def _source(spec: BacktestSpec, cfg: Config) -> tuple[Any, str, str]:
         speed=spec.speed,
     )
     return src, kind, topic
-
-
-def _kafka_sinks(cfg: Config, run_id: str) -> dict[str, Any]:
-    from dataflows.io.kafka import KafkaCheckedSink
-
-    headers = [("run_id", run_id.encode())]
-    return {
-        "orders": KafkaCheckedSink(cfg.kafka.bootstrap, ORDERS.name, headers=headers),
-        "fills": KafkaCheckedSink(cfg.kafka.bootstrap, FILLS.name, headers=headers),
-        "dlq": KafkaCheckedSink(cfg.kafka.bootstrap, DLQ.name, headers=headers),
-    }
 
 
 def run_backtest(
@@ -129,10 +116,7 @@ def run_backtest(
     ensure_tables(client, ch.database)
 
     publish = spec.publish if spec.publish is not None else spec.scheme == "kafka"
-    sinks = FlowSinks(
-        clickhouse=ClickHouseSink(ch.dsn, ch.database, run_id, ch.batch_rows, ch.batch_seconds),
-        **(_kafka_sinks(cfg, run_id) if publish else {}),
-    )
+    sinks = flow_sinks(cfg, run_id, publish)
     lock = threading.Lock()
     with Progress(
         TextColumn(f"[bold]replay[/] {kind}"),
@@ -157,10 +141,7 @@ def run_backtest(
             symbols=spec.symbols,
             source_name=source_name,
         )
-        if spec.workers > 1:
-            cluster_main(flow, [], 0, worker_count_per_proc=spec.workers)
-        else:
-            run_main(flow)
+        execute(flow, spec.workers)
 
     selected = sorted(spec.symbols)
     per = cfg.portfolio.initial_cash / len(selected)
@@ -173,24 +154,21 @@ def run_backtest(
         "start": spec.start_ns,
         "end": spec.end_ns,
     }
-    writer = BatchWriter(client, ch.database, run_id)
-    writer.add(
-        "runs",
-        [
-            RunInfo(
-                run_id=run_id,
-                ts_init=int(ts[0]) if len(ts) else 0,
-                mode="backtest",
-                source=spec.source,
-                start=spec.start_ns or 0,
-                end=spec.end_ns or 0,
-                symbols=",".join(selected),
-                config_json=cfg.model_dump_json(exclude={"kafka", "clickhouse"}),
-                summary_json=json.dumps(summary.to_dict(), sort_keys=True),
-            )
-        ],
+    record_run(
+        client,
+        ch.database,
+        RunInfo(
+            run_id=run_id,
+            ts_init=int(ts[0]) if len(ts) else 0,
+            mode="backtest",
+            source=spec.source,
+            start=spec.start_ns or 0,
+            end=spec.end_ns or 0,
+            symbols=",".join(selected),
+            config_json=cfg.model_dump_json(exclude={"kafka", "clickhouse"}),
+            summary_json=json.dumps(summary.to_dict(), sort_keys=True),
+        ),
     )
-    writer.flush()
     if out_dir is not None:
         write_outputs(Path(out_dir), summary, fills, ts, eq, info)
     print_summary(summary, run_id, Console())

@@ -83,6 +83,25 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_paper(args: argparse.Namespace) -> int:
+    from dataflows.backtest import parse_time
+    from dataflows.paper import run_paper
+
+    cfg = _cfg(args)
+    if not args.source.startswith("kafka:"):
+        raise ValueError("paper trading tails a Kafka topic: --source kafka:<topic>")
+    symbols = tuple(s.strip().upper() for s in args.symbols.split(",")) if args.symbols else ()
+    run_paper(
+        cfg,
+        args.source.removeprefix("kafka:"),
+        symbols or tuple(cfg.symbols),
+        start_ns=parse_time(args.start),
+        run_id=args.run_id,
+        workers=args.workers,
+    )
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     """Shipped real data -> Kafka -> replay -> report, on the embedded defaults."""
     from dataflows.backtest import BacktestSpec, parse_time, run_backtest
@@ -151,6 +170,17 @@ def parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--no-progress", action="store_true")
     s.set_defaults(fn=cmd_backtest)
+
+    s = sub.add_parser(
+        "paper", help="paper-trade: tail Kafka through the same flow, simulated fills"
+    )
+    s.add_argument("--source", required=True, help="kafka:<topic>, e.g. kafka:md.trades.v1")
+    s.add_argument("--symbols", help="comma-separated; default: the config's symbols")
+    s.add_argument("--config", help="TOML config file")
+    s.add_argument("--start", help="replay from this time first (warm-up); default: now")
+    s.add_argument("--run-id", help="default: paper-<UTC start time>")
+    s.add_argument("--workers", type=int, default=1)
+    s.set_defaults(fn=cmd_paper)
 
     s = sub.add_parser("demo", help="start Kafka, ingest shipped real data, replay, report")
     s.add_argument("--out", default="out/demo", help="report directory")
