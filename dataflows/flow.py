@@ -23,6 +23,7 @@ from bytewax.inputs import Source
 from bytewax.outputs import Sink
 
 from dataflows.steps import BarsLogic, SignalsLogic, SignalState, TraderLogic
+from infra.clickhouse import TABLE_BY_CLASS
 from operators.execution import SimulatedExecution
 from operators.features import SMA, FeatureSet
 from operators.risk import MaxPositionNotional
@@ -32,33 +33,9 @@ from operators.strategy_sma_cross import SmaCross
 from operators.validation import bar_problem, dead_letter_for, decode_batch, trade_problem
 from schemas.codec import encode
 from schemas.config import Config
-from schemas.messages import (
-    Bar,
-    DeadLetter,
-    EquityPoint,
-    Fill,
-    Metric,
-    Order,
-    OrderDenied,
-    PositionSnapshot,
-    Signal,
-    Trade,
-)
+from schemas.messages import Bar, DeadLetter, Fill, Order, Trade
 
 Kind = Literal["trades", "bars"]
-
-# ClickHouse table for each message type the flow emits.
-TABLE_OF: dict[type, str] = {
-    Bar: "bars",
-    Signal: "signals",
-    Order: "orders",
-    OrderDenied: "order_denials",
-    Fill: "fills",
-    PositionSnapshot: "positions",
-    EquityPoint: "equity",
-    Metric: "metrics",
-    DeadLetter: "dead_letters",
-}
 
 
 @dataclass
@@ -111,9 +88,9 @@ def _decoder(kind: Kind, universe: frozenset[str], selected: frozenset[str], sou
 def _by_table(batch: list[Any]) -> list[tuple[str, list[Any]]]:
     tables: dict[str, list[Any]] = defaultdict(list)
     for m in batch:
-        t = TABLE_OF.get(type(m))
+        t = TABLE_BY_CLASS.get(type(m))
         if t is not None:
-            tables[t].append(m)
+            tables[t.name].append(m)
     return list(tables.items())
 
 

@@ -19,6 +19,7 @@ from infra.kafka.client import CheckedProducer
 from schemas.codec import encode
 from schemas.config import Config
 from schemas.messages import Bar
+from tests.operators.opdata import real_bars
 from tests.paths import BARS_2024_01, ROOT, TRADES
 from tests.reference.sma_cross_numpy import sma_cross_backtest
 
@@ -147,19 +148,7 @@ def test_bad_messages_reach_the_dead_letter_topic_and_table(
     kafka_topic, kafka_bootstrap: str, ch_dsn: str, ch_db: str
 ) -> None:
     topic = kafka_topic(partitions=2, suffix="md.bars.v1")
-    df = pl.read_parquet(BARS_2024_01).filter(pl.col("symbol") == "BTCUSDT").head(300)
-    good = [
-        Bar("BTCUSDT", t, t + 60 * 10**9, o, h, lo, c, v)
-        for t, o, h, lo, c, v in zip(
-            df["open_time"].dt.epoch("ns"),
-            df["open"],
-            df["high"],
-            df["low"],
-            df["close"],
-            df["volume"],
-            strict=True,
-        )
-    ]
+    good = list(real_bars("BTCUSDT")[:300])
     b0 = good[100]
     bad = {
         b"{not json": "malformed",

@@ -12,34 +12,17 @@ import time
 import uuid
 from pathlib import Path
 
-import polars as pl
+import numpy as np
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
 from infra.kafka.client import CheckedProducer
 from schemas.codec import encode
-from schemas.messages import Bar
-from tests.paths import BARS_2024_01, ROOT
+from tests.operators.opdata import real_bars
+from tests.paths import ROOT
 from tests.reference.sma_cross_numpy import sma_cross_backtest
 
 pytestmark = pytest.mark.kafka
-
-
-def _bars() -> list[Bar]:
-    df = pl.read_parquet(BARS_2024_01).filter(pl.col("symbol") == "BTCUSDT").sort("open_time")
-    df = df.head(6000)
-    return [
-        Bar("BTCUSDT", t, t + 60 * 10**9, o, h, lo, c, v)
-        for t, o, h, lo, c, v in zip(
-            df["open_time"].dt.epoch("ns"),
-            df["open"],
-            df["high"],
-            df["low"],
-            df["close"],
-            df["volume"],
-            strict=True,
-        )
-    ]
 
 
 def _fills_since(consumer: Consumer, run_id: str, seen: list[dict]) -> None:
@@ -50,10 +33,8 @@ def _fills_since(consumer: Consumer, run_id: str, seen: list[dict]) -> None:
 
 def test_paper_trades_bars_as_they_arrive(kafka_topic, kafka_bootstrap: str, tmp_path: Path):
     topic = kafka_topic(partitions=2, suffix="md.bars.v1")
-    bars = _bars()
-    ref = sma_cross_backtest(
-        pl.Series([b.open for b in bars]).to_numpy(), pl.Series([b.close for b in bars]).to_numpy()
-    )
+    bars = list(real_bars("BTCUSDT")[:6000])
+    ref = sma_cross_backtest(np.array([b.open for b in bars]), np.array([b.close for b in bars]))
     consumer = Consumer(
         {
             "bootstrap.servers": kafka_bootstrap,
