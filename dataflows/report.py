@@ -10,15 +10,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import polars as pl
 from rich.console import Console
 from rich.table import Table
 
 from infra.clickhouse import query_df
-from operators.performance import Summary, combine_equity, summarize
-from schemas.messages import EquityPoint, Fill
+from operators.performance import Summary, combine_equity_arrays, summarize
+from schemas.messages import Fill
 
 
-def load_run(client: Any, database: str, run_id: str) -> tuple[list[Fill], list[EquityPoint]]:
+def load_run(client: Any, database: str, run_id: str) -> tuple[list[Fill], pl.DataFrame]:
+    """A run's fills (as messages) and its equity points (as columns: one row per bar)."""
     fills_df = query_df(
         client,
         f"SELECT fill_id, order_id, symbol, toUnixTimestamp64Nano(ts_event) AS ts_event, "
@@ -34,14 +36,18 @@ def load_run(client: Any, database: str, run_id: str) -> tuple[list[Fill], list[
         {"run": run_id},
     )
     fills = [Fill(**r) for r in fills_df.iter_rows(named=True)]
-    equity = [EquityPoint(**r) for r in eq_df.iter_rows(named=True)]
-    return fills, equity
+    return fills, eq_df
 
 
 def build_report(
-    fills: list[Fill], equity: list[EquityPoint], initial: dict[str, float]
+    fills: list[Fill], equity: pl.DataFrame, initial: dict[str, float]
 ) -> tuple[Summary, np.ndarray, np.ndarray]:
-    ts, eq = combine_equity(equity, initial)
+    ts, eq = combine_equity_arrays(
+        equity["ts_event"].to_numpy().astype(np.int64),
+        equity["account"].to_numpy().astype(object),
+        equity["equity"].to_numpy(),
+        initial,
+    )
     return summarize(ts, eq, fills, sum(initial.values())), ts, eq
 
 

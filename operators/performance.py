@@ -36,23 +36,41 @@ class Summary:
 def combine_equity(
     points: Sequence[EquityPoint], initial: dict[str, float]
 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]:
-    """Total equity over all sleeves at every distinct timestamp (forward-filled per sleeve,
-    a sleeve counts at its initial cash before its first bar). Deterministic: sorted input."""
-    ordered = sorted(points, key=lambda p: (p.ts_event, p.account))
-    current = dict(initial)
-    total = math.fsum(current.values())
-    ts_out: list[int] = []
-    eq_out: list[float] = []
-    for p in ordered:
-        current[p.account] = p.equity
-        if ts_out and ts_out[-1] == p.ts_event:
-            eq_out[-1] = math.fsum(current.values())
-        else:
-            ts_out.append(p.ts_event)
-            eq_out.append(math.fsum(current.values()) if len(current) > 1 else p.equity)
-    if not ts_out:
-        return np.array([], dtype=np.int64), np.array([total], dtype=np.float64)[:0]
-    return np.array(ts_out, dtype=np.int64), np.array(eq_out, dtype=np.float64)
+    """Total equity over all sleeves at every distinct timestamp (see `combine_equity_arrays`)."""
+    return combine_equity_arrays(
+        np.array([p.ts_event for p in points], dtype=np.int64),
+        np.array([p.account for p in points], dtype=object),
+        np.array([p.equity for p in points], dtype=np.float64),
+        initial,
+    )
+
+
+def combine_equity_arrays(
+    ts: npt.NDArray[np.int64],
+    accounts: npt.NDArray[Any],
+    equity: npt.NDArray[np.float64],
+    initial: dict[str, float],
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]:
+    """Vectorised: per sleeve, forward-fill its equity over the union of timestamps (its
+    initial cash before its first point; the last point wins on a repeated timestamp), then sum
+    the sleeves in sorted-name order, so the result does not depend on input order."""
+    if len(ts) == 0:
+        return np.array([], dtype=np.int64), np.array([], dtype=np.float64)
+    order = np.lexsort((np.arange(len(ts)), accounts.astype(str), ts))
+    ts, accounts, equity = ts[order], accounts[order], equity[order]
+    uts, slot = np.unique(ts, return_inverse=True)
+    names = sorted(set(initial) | {str(a) for a in np.unique(accounts.astype(str))})
+    total = np.zeros(len(uts), dtype=np.float64)
+    rows = np.arange(len(uts))
+    for name in names:
+        mine = accounts == name
+        col = np.full(len(uts), np.nan)
+        col[slot[mine]] = equity[mine]
+        have = ~np.isnan(col)
+        last = np.maximum.accumulate(np.where(have, rows, -1))
+        filled = np.where(last >= 0, col[np.maximum(last, 0)], initial.get(name, 0.0))
+        total = total + filled
+    return uts.astype(np.int64), total
 
 
 def round_trips(fills: Sequence[Fill]) -> list[float]:

@@ -41,5 +41,6 @@ class FeatureSet:
                 return f
         return None
 
-    def update(self, bar: Bar) -> dict[str, float]:
-        return dict(zip(self.names, [f.update(bar) for f in self.features], strict=True))
+    def update(self, bar: Bar) -> tuple[float, ...]:
+        """Values in `names` order (a tuple: building a dict per bar would double the cost)."""
+        return tuple([f.update(bar) for f in self.features])

@@ -139,7 +139,7 @@ def test_featureset_basic_names_order_and_values() -> None:
     assert fs.names == expected
     assert [f.name for f in fs.features] == expected
     bars = real_bars("BTCUSDT")[:300]
-    rows = [fs.update(b) for b in bars]
+    rows = [dict(zip(fs.names, fs.update(b), strict=True)) for b in bars]
     assert all(list(r) == expected for r in rows)
     for name in expected:
         col = np.array([r[name] for r in rows])
