@@ -27,6 +27,7 @@ from urllib.parse import urlparse
 
 import clickhouse_connect
 import msgspec
+import pyarrow as pa
 from clickhouse_connect.driver.client import Client
 
 from schemas.messages import (
@@ -308,6 +309,35 @@ def columns_for(
     return [n for n, _ in layout], columns
 
 
+_ARROW_TYPES: dict[str, Any] = {
+    "Int64": pa.int64(),
+    "Float64": pa.float64(),
+    "Bool": pa.bool_(),
+    "String": pa.string(),
+    "LowCardinality(String)": pa.string(),
+}
+
+
+def arrow_for(table: Table | str, structs: Sequence[msgspec.Struct], run_id: str = "") -> Any:
+    """A pyarrow Table for `client.insert_arrow`, or None if a column type has no mapping.
+
+    Arrow is converted to columns in C++ by ClickHouse itself; the Native path serializes in
+    Python (LowCardinality dictionaries especially), ~30% slower on chDB for bars.
+    """
+    t = _table(table)
+    layout, _ = _layout(t)
+    names, columns = columns_for(t, structs, run_id)
+    arrays = []
+    for (_, typ), col in zip(layout, columns, strict=True):
+        if typ == DATETIME:  # int ns since the epoch: same bits as timestamp[ns, UTC]
+            arrays.append(pa.array(col, pa.int64()).view(pa.timestamp("ns", tz="UTC")))
+        elif typ in _ARROW_TYPES:
+            arrays.append(pa.array(col, _ARROW_TYPES[typ]))
+        else:
+            return None
+    return pa.Table.from_arrays(arrays, names=names)
+
+
 # --------------------------------------------------------------------------- writer
 
 
@@ -389,16 +419,20 @@ class BatchWriter:
         table = TABLES[name]
         n = len(buf)
         try:
-            column_names, columns = columns_for(table, buf, self.run_id)
-            # Passing the types skips clickhouse-connect's DESCRIBE round trip per insert.
-            summary = self.client.insert(
-                name,
-                columns,
-                column_names=column_names,
-                database=self.database,
-                column_type_names=[typ for _, typ in _layout(table)[0]],
-                column_oriented=True,
-            )
+            arrow = arrow_for(table, buf, self.run_id)
+            if arrow is not None:
+                summary = self.client.insert_arrow(name, arrow, database=self.database)
+            else:
+                column_names, columns = columns_for(table, buf, self.run_id)
+                # Passing the types skips clickhouse-connect's DESCRIBE round trip per insert.
+                summary = self.client.insert(
+                    name,
+                    columns,
+                    column_names=column_names,
+                    database=self.database,
+                    column_type_names=[typ for _, typ in _layout(table)[0]],
+                    column_oriented=True,
+                )
         except Exception as ex:  # rows stay buffered: a retry re-sends them (idempotent tables)
             raise ClickHouseWriteError(
                 f"{self.database}.{name}", n, f"{type(ex).__name__}: {ex}"
