@@ -8,6 +8,7 @@ import json
 import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +19,8 @@ from dataflows.flow import build_flow
 from dataflows.io.files import FileSource
 from dataflows.io.progress import CountedSource
 from dataflows.report import build_report, load_run, print_summary, write_outputs
-from dataflows.runner import execute, flow_sinks, record_run, topic_kind
-from infra.clickhouse import connect, ensure_tables
+from dataflows.runner import execute, execute_cluster, flow_sinks, record_run, topic_kind
+from infra.clickhouse import close_all, connect, ensure_tables
 from operators.performance import Summary
 from schemas.config import Config
 from schemas.messages import RunInfo
@@ -42,7 +43,8 @@ class BacktestSpec:
     start_ns: int | None = None
     end_ns: int | None = None
     speed: float | None = None  # None = as fast as possible
-    workers: int = 1
+    workers: int = 1  # Bytewax worker threads per process
+    processes: int = 1  # >1: a Bytewax multi-process cluster on this machine
     publish: bool | None = None  # orders/fills/dlq to Kafka; default: when the source is Kafka
 
     @property
@@ -99,24 +101,27 @@ def _source(spec: BacktestSpec, cfg: Config) -> tuple[Any, str, str]:
     return src, kind, topic
 
 
-def run_backtest(
+def _publish(spec: BacktestSpec) -> bool:
+    return spec.publish if spec.publish is not None else spec.scheme == "kafka"
+
+
+def _cluster_flow(cfg: Config, spec: BacktestSpec, run_id: str) -> Any:
+    """Built inside each cluster process (module-level, so it pickles)."""
+    src, kind, source_name = _source(spec, cfg)
+    sinks = flow_sinks(cfg, run_id, _publish(spec))
+    return build_flow(cfg, src, sinks, kind=kind, symbols=spec.symbols, source_name=source_name)
+
+
+def _run_here(
     cfg: Config,
     spec: BacktestSpec,
-    out_dir: Path | None = None,
-    *,
-    run_id: str | None = None,
-    console: Console | None = None,
-    progress: bool = True,
-) -> tuple[str, Summary]:
-    console = console or Console(stderr=True)
-    run_id = run_id or run_id_for(spec, cfg)
+    run_id: str,
+    console: Console,
+    progress: bool,
+) -> None:
+    """In this process, on `spec.workers` threads, with a progress bar."""
     src, kind, source_name = _source(spec, cfg)
-    ch = cfg.clickhouse
-    client = connect(ch.dsn, ch.database)
-    ensure_tables(client, ch.database)
-
-    publish = spec.publish if spec.publish is not None else spec.scheme == "kafka"
-    sinks = flow_sinks(cfg, run_id, publish)
+    sinks = flow_sinks(cfg, run_id, _publish(spec))
     lock = threading.Lock()
     with Progress(
         TextColumn(f"[bold]replay[/] {kind}"),
@@ -142,6 +147,30 @@ def run_backtest(
             source_name=source_name,
         )
         execute(flow, spec.workers)
+
+
+def run_backtest(
+    cfg: Config,
+    spec: BacktestSpec,
+    out_dir: Path | None = None,
+    *,
+    run_id: str | None = None,
+    console: Console | None = None,
+    progress: bool = True,
+) -> tuple[str, Summary]:
+    console = console or Console(stderr=True)
+    run_id = run_id or run_id_for(spec, cfg)
+    ch = cfg.clickhouse
+    client = connect(ch.dsn, ch.database)
+    ensure_tables(client, ch.database)
+
+    if spec.processes > 1:
+        # chDB locks its directory per process: let the cluster's sink owner open it.
+        close_all()
+        execute_cluster(partial(_cluster_flow, cfg, spec, run_id), spec.processes, spec.workers)
+        client = connect(ch.dsn, ch.database)
+    else:
+        _run_here(cfg, spec, run_id, console, progress)
 
     selected = sorted(spec.symbols)
     per = cfg.portfolio.initial_cash / len(selected)

@@ -77,6 +77,7 @@ def cmd_backtest(args: argparse.Namespace) -> int:
         end_ns=parse_time(args.end),
         speed=args.speed,
         workers=args.workers,
+        processes=args.processes,
         publish=args.publish,
     )
     run_backtest(cfg, spec, args.out, run_id=args.run_id, progress=not args.no_progress)
@@ -160,7 +161,10 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--config", help="TOML config file")
     s.add_argument("--out", type=Path, help="write fills.csv, equity.csv, summary.json here")
     s.add_argument("--speed", type=_speed, default=None, help="1, 60, ... x real time, or max")
-    s.add_argument("--workers", type=int, default=1, help="Bytewax workers in this process")
+    s.add_argument("--workers", type=int, default=1, help="Bytewax worker threads per process")
+    s.add_argument(
+        "--processes", type=int, default=1, help="Bytewax cluster processes on this machine"
+    )
     s.add_argument("--run-id", help="default: derived from source, range, symbols and config")
     s.add_argument(
         "--publish",

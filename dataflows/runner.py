@@ -3,6 +3,9 @@ threads, and recording the run's metadata."""
 
 from __future__ import annotations
 
+import multiprocessing
+import socket
+from collections.abc import Callable
 from typing import Any
 
 from bytewax.dataflow import Dataflow
@@ -46,6 +49,42 @@ def execute(flow: Dataflow, workers: int) -> None:
         run_main(flow)
     else:
         cluster_main(flow, [], 0, worker_count_per_proc=workers)
+
+
+def _free_ports(n: int) -> list[int]:
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def _cluster_process(build: Callable[[], Dataflow], addresses: list[str], proc: int, workers: int):
+    cluster_main(build(), addresses, proc, worker_count_per_proc=workers)
+
+
+def execute_cluster(build: Callable[[], Dataflow], processes: int, workers: int = 1) -> None:
+    """Run a Bytewax cluster of `processes` local processes (each with `workers` threads) that
+    talk over loopback, and wait for all of them. `build` must pickle (it runs in each child).
+    For machines of their own, run `cluster_main` with the same addresses on each host."""
+    addresses = [f"127.0.0.1:{p}" for p in _free_ports(processes)]
+    ctx = multiprocessing.get_context("spawn")  # no forked Kafka/chDB handles in the children
+    procs = [
+        ctx.Process(target=_cluster_process, args=(build, addresses, i, workers), daemon=True)
+        for i in range(processes)
+    ]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join()
+    failed = [i for i, p in enumerate(procs) if p.exitcode != 0]
+    if failed:
+        raise RuntimeError(
+            f"cluster processes {failed} failed (exit codes {[procs[i].exitcode for i in failed]})"
+        )
 
 
 def record_run(client: Any, database: str, info: RunInfo) -> None:

@@ -42,7 +42,7 @@ def test_bad_source_and_missing_file_are_clear_errors(capsys: pytest.CaptureFixt
     assert "no such file" in capsys.readouterr().err
 
 
-def _backtest(out: Path, data_dir: Path) -> subprocess.CompletedProcess[str]:
+def _backtest(out: Path, data_dir: Path, *extra: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "CRYPTOFLOW_DATA_DIR": str(data_dir)}
     env.pop("CLICKHOUSE_DSN", None)
     return subprocess.run(
@@ -77,9 +77,12 @@ def test_backtest_command_reruns_byte_identical(tmp_path: Path) -> None:
     first = _backtest(tmp_path / "a", tmp_path / "d1")
     _backtest(tmp_path / "b", tmp_path / "d1")  # same store: the run replaces its own rows
     _backtest(tmp_path / "c", tmp_path / "d2")  # fresh store
+    _backtest(tmp_path / "d", tmp_path / "d3", "--processes", "2")  # a 2-process Bytewax cluster
+    _backtest(tmp_path / "e", tmp_path / "d4", "--workers", "2")
     for name in ("fills.csv", "equity.csv", "summary.json", "equity.png"):
         a = (tmp_path / "a" / name).read_bytes()
-        assert a == (tmp_path / "b" / name).read_bytes() == (tmp_path / "c" / name).read_bytes()
+        for other in "bcde":
+            assert a == (tmp_path / other / name).read_bytes(), (other, name)
     assert "final equity" in first.stdout
     header = (tmp_path / "a" / "fills.csv").read_text().splitlines()[0]
     assert header == "ts_event,symbol,side,price,qty,fee"
