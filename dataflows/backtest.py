@@ -159,6 +159,11 @@ def run_backtest(
     progress: bool = True,
 ) -> tuple[str, Summary]:
     console = console or Console(stderr=True)
+    # Bad input fails before anything is opened or written.
+    if spec.scheme == "file" and not Path(spec.target).is_file():
+        raise FileNotFoundError(f"no such file: {spec.target}")
+    if spec.processes < 1 or spec.workers < 1:
+        raise ValueError("--processes and --workers must be >= 1")
     run_id = run_id or run_id_for(spec, cfg)
     ch = cfg.clickhouse
     client = connect(ch.dsn, ch.database)

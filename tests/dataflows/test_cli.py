@@ -27,6 +27,12 @@ def test_every_verb_has_help(verb: list[str], capsys: pytest.CaptureFixture[str]
     assert "usage: cryptoflow" in capsys.readouterr().out
 
 
+@pytest.fixture(autouse=True)
+def _session_clickhouse(ch_dsn: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """In-process calls must use the session's chDB path (one path per process)."""
+    monkeypatch.setenv("CLICKHOUSE_DSN", ch_dsn)
+
+
 def test_bad_config_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     bad = tmp_path / "bad.toml"
     bad.write_text("[strategy]\nfast = 50\nslow = 10\n")
@@ -40,6 +46,8 @@ def test_bad_source_and_missing_file_are_clear_errors(capsys: pytest.CaptureFixt
     assert "kafka:<topic> or file:<path>" in capsys.readouterr().err
     assert main(["backtest", "--source", "file:/nonexistent.parquet"]) == 2
     assert "no such file" in capsys.readouterr().err
+    assert main(["backtest", "--source", f"file:{BARS_2024_01}", "--workers", "0"]) == 2
+    assert ">= 1" in capsys.readouterr().err
 
 
 def _backtest(out: Path, data_dir: Path, *extra: str) -> subprocess.CompletedProcess[str]:
