@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import polars as pl
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -61,7 +60,3 @@ def ingest_file(
             delivered += producer.flush()
             bar.advance(task, len(msgs))
     return delivered
-
-
-def count_rows(path: str | Path) -> int:
-    return int(scan(path).select(pl.len()).collect().item())

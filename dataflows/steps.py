@@ -49,7 +49,7 @@ class BarsLogic(_Shim):
         if st is None:
             return [], self.RETAIN
         out: Batch = list(st.flush())
-        ts = st._watermark
+        ts = st.watermark
         labels = f"symbol={st.symbol}"
         out += [
             Metric("trades_late", ts, ts, float(st.late), labels),

@@ -101,6 +101,11 @@ class BarBuilder:
         return bars
 
     @property
+    def watermark(self) -> int:
+        """Largest trade time seen (-1 before the first trade)."""
+        return self._watermark
+
+    @property
     def open_buckets(self) -> int:
         return len(self._buckets)
 

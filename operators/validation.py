@@ -11,7 +11,7 @@ from typing import TypeVar
 
 import msgspec
 
-from schemas.codec import decoder
+from schemas.codec import decoder, encode
 from schemas.messages import Bar, DeadLetter, Trade
 
 M = TypeVar("M", Trade, Bar)
@@ -115,8 +115,6 @@ class BarSequenceGuard:
 
 def dead_letter_for(msg: Trade | Bar, source: str, reason: str) -> DeadLetter:
     """A dead letter for an already-decoded message (late trade, duplicate bar, ...)."""
-    from schemas.codec import encode
-
     return DeadLetter(
         ts_init=msg.ts_init,
         source=source,
