@@ -62,7 +62,7 @@ class BacktestSpec:
 def run_id_for(spec: BacktestSpec, cfg: Config) -> str:
     """Deterministic: the same inputs and strategy config give the same run id, so a rerun
     replaces its own rows (ReplacingMergeTree) instead of adding a second copy."""
-    trading = cfg.model_dump(exclude={"kafka", "clickhouse"})
+    trading = json.loads(cfg.trading_json())
     doc = {
         "source": spec.source,
         "symbols": sorted(spec.symbols),
@@ -178,7 +178,7 @@ def run_backtest(
         _run_here(cfg, spec, run_id, console, progress)
 
     selected = sorted(spec.symbols)
-    per = cfg.portfolio.initial_cash / len(selected)
+    per = cfg.sleeve_cash(len(selected))
     fills, equity = load_run(client, ch.database, run_id)
     summary, ts, eq = build_report(fills, equity, {s: per for s in selected})
     info = {
@@ -199,7 +199,7 @@ def run_backtest(
             start=spec.start_ns or 0,
             end=spec.end_ns or 0,
             symbols=",".join(selected),
-            config_json=cfg.model_dump_json(exclude={"kafka", "clickhouse"}),
+            config_json=cfg.trading_json(),
             summary_json=json.dumps(summary.to_dict(), sort_keys=True),
         ),
     )

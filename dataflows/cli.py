@@ -10,12 +10,20 @@ from rich.console import Console
 
 from schemas.config import Config, data_dir, load_config
 
-DEMO_BARS = "examples/data/binance_spot_btc_eth_1m_2024-01.parquet"
-DEMO_CONFIG = "examples/sma_cross.toml"
+# The demo's inputs live in the repository, wherever the command is run from.
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+DEMO_BARS = EXAMPLES / "data" / "binance_spot_btc_eth_1m_2024-01.parquet"
+DEMO_CONFIG = EXAMPLES / "sma_cross.toml"
 
 
 def _cfg(args: argparse.Namespace) -> Config:
     return load_config(getattr(args, "config", None))
+
+
+def _symbols(args: argparse.Namespace) -> tuple[str, ...]:
+    """--symbols as upper-case names; empty when not given."""
+    raw = getattr(args, "symbols", None)
+    return tuple(s.strip().upper() for s in raw.split(",") if s.strip()) if raw else ()
 
 
 def cmd_infra(args: argparse.Namespace) -> int:
@@ -46,7 +54,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         cfg.kafka.bootstrap,
         args.kind,
         topic=args.topic,
-        symbols=args.symbols.split(",") if args.symbols else None,
+        symbols=list(_symbols(args)) or None,
         start_ns=parse_time(args.start),
         end_ns=parse_time(args.end),
         venue=None if args.venue == "all" else args.venue,
@@ -69,7 +77,7 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     from dataflows.backtest import BacktestSpec, parse_time, run_backtest
 
     cfg = _cfg(args)
-    symbols = tuple(s.strip().upper() for s in args.symbols.split(",")) if args.symbols else ()
+    symbols = _symbols(args)
     spec = BacktestSpec(
         source=args.source,
         symbols=symbols or tuple(cfg.symbols),
@@ -91,7 +99,7 @@ def cmd_paper(args: argparse.Namespace) -> int:
     cfg = _cfg(args)
     if not args.source.startswith("kafka:"):
         raise ValueError("paper trading tails a Kafka topic: --source kafka:<topic>")
-    symbols = tuple(s.strip().upper() for s in args.symbols.split(",")) if args.symbols else ()
+    symbols = _symbols(args)
     run_paper(
         cfg,
         args.source.removeprefix("kafka:"),

@@ -30,7 +30,7 @@ from operators.risk import MaxPositionNotional
 from operators.sizing import FractionOfEquity
 from operators.sleeve import Sleeve
 from operators.strategy_sma_cross import SmaCross
-from operators.validation import bar_problem, dead_letter_for, decode_batch, trade_problem
+from operators.validation import decode_batch, validate_batch
 from schemas.codec import encode
 from schemas.config import Config
 from schemas.messages import Bar, DeadLetter, Fill, Order, Trade
@@ -54,8 +54,7 @@ class FlowSinks:
 
 
 def _decoder(kind: Kind, universe: frozenset[str], selected: frozenset[str], source: str):
-    cls = Trade if kind == "trades" else Bar
-    check = trade_problem if kind == "trades" else bar_problem
+    cls: type[Trade] | type[Bar] = Trade if kind == "trades" else Bar
 
     def decode(batch: list[Any]) -> list[tuple[str, list[Any]]]:
         """One source batch -> [(symbol, [messages...]), ..., ("_dlq", [dead letters])]."""
@@ -67,12 +66,10 @@ def _decoder(kind: Kind, universe: frozenset[str], selected: frozenset[str], sou
             universe,
             source,
         )
-        for m in structs:  # already typed (file sources): validate only
-            problem = check(m, universe)  # type: ignore[arg-type]
-            if problem is None:
-                good.append(m)
-            else:
-                dead.append(dead_letter_for(m, source, problem))
+        if structs:  # already typed (file sources): validate only
+            ok, bad = validate_batch(structs, cls, universe, source)
+            good += ok
+            dead += bad
         groups: dict[str, list[Any]] = defaultdict(list)
         for m in good:
             if m.symbol in selected:
@@ -119,7 +116,7 @@ def build_flow(
     if unknown:
         raise ValueError(f"symbols {sorted(unknown)} are not in the config's universe")
     interval_ns = cfg.bars.interval_s * 1_000_000_000
-    per_sleeve_cash = cfg.portfolio.initial_cash / len(selected)
+    per_sleeve_cash = cfg.sleeve_cash(len(selected))
 
     flow = Dataflow(flow_id)
     raw = op.input("input", flow, source)

@@ -46,7 +46,7 @@ def run_paper(
             start=start_ms * 1_000_000,
             end=0,
             symbols=",".join(sorted(symbols)),
-            config_json=cfg.model_dump_json(exclude={"kafka", "clickhouse"}),
+            config_json=cfg.trading_json(),
         ),
     )
     source = KafkaRangeSource(

@@ -30,8 +30,7 @@ def load_run(client: Any, database: str, run_id: str) -> tuple[list[Fill], pl.Da
     )
     eq_df = query_df(
         client,
-        f"SELECT account, toUnixTimestamp64Nano(ts_event) AS ts_event, "
-        f"toUnixTimestamp64Nano(ts_init) AS ts_init, cash, position_value, equity "
+        f"SELECT account, toUnixTimestamp64Nano(ts_event) AS ts_event, equity "
         f"FROM {database}.equity FINAL WHERE run_id = %(run)s ORDER BY ts_event, account",
         {"run": run_id},
     )

@@ -6,7 +6,7 @@ only at the fill price: all-in means qty = cash / (fill_price * (1 + fee)).
 
 from __future__ import annotations
 
-from schemas.messages import OrderIntent, Signal
+from schemas.messages import OrderIntent, Side, Signal
 
 
 class FractionOfEquity:
@@ -25,27 +25,22 @@ class FractionOfEquity:
         price: float,
     ) -> OrderIntent | None:
         """Return what to trade for this signal, or None when it asks for no change."""
+        side: Side
         if signal.direction > 0 and position_qty == 0.0:
-            budget = min(self.fraction * equity, cash)
+            side, qty, budget = "buy", 0.0, min(self.fraction * equity, cash)
             if budget <= 0.0:
                 return None
-            return OrderIntent(
-                intent_id=intent_id,
-                symbol=signal.symbol,
-                ts_event=signal.ts_event,
-                ts_init=signal.ts_init,
-                side="buy",
-                quote_budget=budget,
-                ref_price=price,
-            )
-        if signal.direction < 0 and position_qty > 0.0:
-            return OrderIntent(
-                intent_id=intent_id,
-                symbol=signal.symbol,
-                ts_event=signal.ts_event,
-                ts_init=signal.ts_init,
-                side="sell",
-                qty=position_qty,
-                ref_price=price,
-            )
-        return None
+        elif signal.direction < 0 and position_qty > 0.0:
+            side, qty, budget = "sell", position_qty, 0.0
+        else:
+            return None
+        return OrderIntent(
+            intent_id=intent_id,
+            symbol=signal.symbol,
+            ts_event=signal.ts_event,
+            ts_init=signal.ts_init,
+            side=side,
+            qty=qty,
+            quote_budget=budget,
+            ref_price=price,
+        )

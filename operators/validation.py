@@ -6,7 +6,7 @@ Nothing here raises on bad input: the flow must keep running and nothing may be 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Set
+from collections.abc import Callable, Iterable, Set
 from typing import TypeVar
 
 import msgspec
@@ -69,6 +69,26 @@ def bar_problem(b: Bar, universe: Set[str]) -> str | None:
     return None
 
 
+def _checker(cls: type[M]) -> Callable[[M, Set[str]], str | None]:
+    return trade_problem if cls is Trade else bar_problem  # type: ignore[return-value]
+
+
+def validate_batch(
+    msgs: Iterable[M], cls: type[M], universe: Set[str], source: str
+) -> tuple[list[M], list[DeadLetter]]:
+    """Already-typed messages (file sources): keep the valid ones, dead-letter the rest."""
+    check = _checker(cls)
+    good: list[M] = []
+    dead: list[DeadLetter] = []
+    for m in msgs:
+        problem = check(m, universe)
+        if problem is None:
+            good.append(m)
+        else:
+            dead.append(dead_letter_for(m, source, problem))
+    return good, dead
+
+
 def decode_batch(
     raws: Iterable[tuple[str, bytes | str | None, int]],
     cls: type[M],
@@ -77,7 +97,7 @@ def decode_batch(
 ) -> tuple[list[M], list[DeadLetter]]:
     """Decode (key, payload, ts_init) triples into valid messages and dead letters."""
     dec = decoder(cls)
-    check = trade_problem if cls is Trade else bar_problem
+    check = _checker(cls)
     good: list[M] = []
     dead: list[DeadLetter] = []
     for key, raw, ts_init in raws:
@@ -89,7 +109,7 @@ def decode_batch(
         except msgspec.DecodeError as exc:
             dead.append(DeadLetter(ts_init, source, f"malformed: {exc}", _payload_text(raw), key))
             continue
-        problem = check(msg, universe)  # type: ignore[arg-type]
+        problem = check(msg, universe)
         if problem is None:
             good.append(msg)
         else:

@@ -89,6 +89,14 @@ class Config(_Section):
     kafka: KafkaConfig = KafkaConfig()
     clickhouse: ClickHouseConfig = ClickHouseConfig()
 
+    def sleeve_cash(self, n_symbols: int) -> float:
+        """Capital of each sleeve: initial cash split evenly over the traded symbols."""
+        return self.portfolio.initial_cash / n_symbols
+
+    def trading_json(self) -> str:
+        """The config minus connection settings: what defines a run's results."""
+        return self.model_dump_json(exclude={"kafka", "clickhouse"})
+
     @field_validator("symbols")
     @classmethod
     def _symbols(cls, v: list[str]) -> list[str]:

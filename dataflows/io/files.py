@@ -8,15 +8,14 @@ optionally venue and local_ts (recorder clock: used as ts_init, when we saw the 
 
 from __future__ import annotations
 
-import time
-from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
 import polars as pl
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
+from dataflows.io.pacing import Pace
 from schemas.messages import Bar, Trade
 
 Kind = Literal["trades", "bars"]
@@ -105,43 +104,26 @@ def to_messages(df: pl.DataFrame, kind: Kind) -> list[Any]:
     ]
 
 
-def iter_batches(lf: pl.LazyFrame, kind: Kind, batch_size: int) -> Iterator[list[Any]]:
-    df = lf.collect()
-    for off in range(0, df.height, batch_size):
-        yield to_messages(df.slice(off, batch_size), kind)
-
-
 class _Partition(StatefulSourcePartition[list[Any], int]):
     def __init__(
-        self,
-        lf: pl.LazyFrame,
-        kind: Kind,
-        batch_size: int,
-        resume: int | None,
-        speed: float | None,
-        origin_ns: int,
+        self, lf: pl.LazyFrame, kind: Kind, batch_size: int, resume: int | None, pace: Pace | None
     ) -> None:
         self._df = lf.collect()
         self._kind = kind
         self._batch = batch_size
         self._pos = resume or 0
-        self._speed = speed
-        self._origin = origin_ns
-        self._wall0 = time.monotonic()
-        self._ts = self._df["ts_event"] if self._df.height else None
+        self._pace = pace
+        self._ts = self._df["ts_event"].to_numpy()
         self._awake: datetime | None = None
 
     def next_batch(self) -> list[list[Any]]:
         if self._pos >= self._df.height:
             raise StopIteration
         end = min(self._pos + self._batch, self._df.height)
-        if self._speed is not None and self._ts is not None:
-            # Emit only what is due: event time advances `speed` times faster than wall time.
-            now_ev = self._origin + int((time.monotonic() - self._wall0) * self._speed * 1e9)
-            due = int(self._ts.slice(self._pos, end - self._pos).search_sorted(now_ev, "right"))
+        if self._pace is not None:
+            due = self._pace.due(self._ts[self._pos : end])
             if due == 0:
-                wait = (self._ts[self._pos] - now_ev) / 1e9 / self._speed
-                self._awake = datetime.now(UTC) + timedelta(seconds=min(wait, 1.0))
+                self._awake = self._pace.wake_at(int(self._ts[self._pos]))
                 return []
             end = self._pos + due
             self._awake = None
@@ -173,8 +155,8 @@ class FileSource(FixedPartitionedSource[list[Any], int]):
         lf = scan(self.path)
         self.kind: Kind = kind or detect_kind(lf)
         self._lf = normalized(lf, self.kind, symbols, start_ns, end_ns)
-        found = self._lf.select(pl.col("symbol").unique().sort()).collect()["symbol"].to_list()
-        self.symbols = [s for s in found if not symbols or s in {x.upper() for x in symbols}]
+        # `normalized` already kept only the requested symbols
+        self.symbols = self._lf.select(pl.col("symbol").unique().sort()).collect()["symbol"]
         self.batch_size = batch_size
         if speed is not None and speed <= 0:
             raise ValueError("speed must be > 0 (or None for as fast as possible)")
@@ -185,10 +167,10 @@ class FileSource(FixedPartitionedSource[list[Any], int]):
             self._origin = int(first or 0)
 
     def list_parts(self) -> list[str]:
-        return list(self.symbols)
+        return self.symbols.to_list()
 
     def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> _Partition:
         lf = self._lf.filter(pl.col("symbol") == for_part)
-        return _Partition(
-            lf, self.kind, self.batch_size, resume_state, self.speed, self._origin or 0
-        )
+        # Each partition paces from the same origin, so symbols stay aligned in event time.
+        pace = Pace(self.speed, self._origin or 0) if self.speed is not None else None
+        return _Partition(lf, self.kind, self.batch_size, resume_state, pace)

@@ -10,17 +10,18 @@ partition per Kafka partition; the resume state is the next offset to read.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import msgspec
+import numpy as np
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
+from dataflows.io.pacing import Pace
 from infra.kafka.client import (
     CheckedProducer,
     DeliveryError,
@@ -56,11 +57,9 @@ class _RangePartition(StatefulSourcePartition[list[RawMessage], int]):
         self._reader = reader
         self._awake: datetime | None = None
         self._backoff = _MIN_BACKOFF
-        # Paced replay: event time runs `speed` x wall time from `origin_ms`; messages not yet
-        # due wait in `_pending` (read no further meanwhile, so memory stays one batch).
-        self._speed = speed
-        self._origin_ms = origin_ms
-        self._wall0 = time.monotonic()
+        # Paced replay: messages not yet due wait in `_pending` (read no further meanwhile,
+        # so memory stays one batch).
+        self._pace = Pace(speed, origin_ms * 1_000_000) if speed is not None else None
         self._pending: list[RawMessage] = []
 
     def _read(self) -> list[RawMessage]:
@@ -90,15 +89,12 @@ class _RangePartition(StatefulSourcePartition[list[RawMessage], int]):
             return []
         self._backoff = _MIN_BACKOFF
         self._awake = None
-        if self._speed is not None:
-            now_ms = self._origin_ms + (time.monotonic() - self._wall0) * self._speed * 1000
-            due = 0
-            while due < len(batch) and batch[due].timestamp_ms <= now_ms:
-                due += 1
+        if self._pace is not None:
+            ts = np.fromiter((m.timestamp_ms for m in batch), np.int64, len(batch)) * 1_000_000
+            due = self._pace.due(ts)
             if due < len(batch):
                 self._pending = batch[due:]
-                wait_s = (batch[due].timestamp_ms - now_ms) / 1000 / self._speed
-                self._awake = datetime.now(UTC) + timedelta(seconds=min(max(wait_s, 0.001), 1.0))
+                self._awake = self._pace.wake_at(int(ts[due]))
                 batch = batch[:due]
                 if not batch:
                     return []
