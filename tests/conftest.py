@@ -1,7 +1,8 @@
 """Shared fixtures: a real Kafka broker (no mocks) and the ClickHouse fixtures.
 
 `kafka_bootstrap`: `$KAFKA_BOOTSTRAP` if set, else a local KRaft broker started by
-`infra.kafka.broker.up` at 127.0.0.1:19092 (`$CRYPTOFLOW_TEST_KAFKA`) with its data in
+`infra.kafka.broker.up` on a port derived from this checkout's path (so two checkouts on one
+machine never share a broker; `$CRYPTOFLOW_TEST_KAFKA` overrides it) with its data in
 `var/test-kafka` (`$CRYPTOFLOW_TEST_KAFKA_DIR`). The broker is LEFT RUNNING after the session, so
 the next run (and other sessions, serialised by a file lock) start in milliseconds; stop it with
 `CRYPTOFLOW_TEST_KAFKA_STOP=1 pytest ...` or
@@ -14,6 +15,7 @@ from __future__ import annotations
 import os
 import shutil
 import uuid
+import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -21,7 +23,9 @@ import pytest
 from _ch_fixtures import ch_db, ch_dsn  # noqa: F401  (fixtures, registered by import)
 
 ROOT = Path(__file__).resolve().parents[1]
-TEST_KAFKA_BOOTSTRAP = os.environ.get("CRYPTOFLOW_TEST_KAFKA", "127.0.0.1:19092")
+# Even port in 20000-23998 (the controller listens on port + 1), stable per checkout.
+_PORT = 20000 + 2 * (zlib.crc32(str(ROOT).encode()) % 2000)
+TEST_KAFKA_BOOTSTRAP = os.environ.get("CRYPTOFLOW_TEST_KAFKA", f"127.0.0.1:{_PORT}")
 TEST_KAFKA_DIR = Path(os.environ.get("CRYPTOFLOW_TEST_KAFKA_DIR", ROOT / "var" / "test-kafka"))
 
 
