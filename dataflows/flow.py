@@ -4,7 +4,7 @@ sinks.
     source batches ─ decode/validate ─┬─ dead letters ───────────────────────────────┐
                                       └─ per-symbol batches                          │
       (trades) ─ bars ─┐                                                             │
-      (bars) ──────────┴─ guard+features+strategy ─ trader (size, risk, execute, pnl)│
+      (bars) ──────────┴─ guard+features (per group) ─ strategy ─ trader (size, risk, pnl)│
                                                       │                              │
                          orders.v1 / fills.v1 (Kafka) ┤     dlq.v1 (Kafka) ──────────┤
                                      ClickHouse tables ┴─────────────────────────────┘
@@ -22,10 +22,11 @@ from bytewax.dataflow import Dataflow
 from bytewax.inputs import Source
 from bytewax.outputs import Sink
 
-from dataflows.steps import BarsLogic, SignalsLogic, SignalState, TraderLogic
+from dataflows.steps import BarsLogic, FeaturesLogic, SignalsLogic, TraderLogic
 from infra.clickhouse import TABLE_BY_CLASS
 from operators.execution import SimulatedExecution
-from operators.features import SMA, FeatureSet
+from operators.feature_engine import FeatureEngine
+from operators.features import FeatureSet, feature_set
 from operators.risk import MaxPositionNotional
 from operators.sizing import FractionOfEquity
 from operators.sleeve import Sleeve
@@ -33,7 +34,7 @@ from operators.strategy_sma_cross import SmaCross
 from operators.validation import decode_batch, validate_batch
 from schemas.codec import encode
 from schemas.config import Config
-from schemas.messages import Bar, DeadLetter, Fill, Order, Trade
+from schemas.messages import Bar, DeadLetter, FeatureRow, Fill, Metric, Order, Trade
 
 Kind = Literal["trades", "bars"]
 
@@ -98,6 +99,85 @@ def _kafka_records(cls: type, key_attr: str):
     return records
 
 
+def config_feature_set(cfg: Config) -> FeatureSet:
+    """The feature set the config chooses (ValueError naming the problem if it is bad)."""
+    return feature_set(cfg.features.set, cfg.feature_sets)
+
+
+def selected_symbols(cfg: Config, symbols: Iterable[str] | None) -> frozenset[str]:
+    universe = frozenset(cfg.symbols)
+    selected = frozenset(s.upper() for s in symbols) if symbols else universe
+    unknown = selected - universe
+    if unknown:
+        raise ValueError(f"symbols {sorted(unknown)} are not in the config's universe")
+    return selected
+
+
+def market_stage(
+    flow: Dataflow,
+    cfg: Config,
+    source: Source[Any],
+    kind: Kind,
+    selected: frozenset[str],
+    source_name: str,
+) -> tuple[Any, Any]:
+    """source -> (per-symbol keyed batches of bars, dead-letter batches)."""
+    raw = op.input("input", flow, source)
+    split = op.flat_map(
+        "decode", raw, _decoder(kind, frozenset(cfg.symbols), selected, source_name)
+    )
+    routed = op.branch("route_dlq", split, lambda kv: kv[0] != "_dlq")
+    dead_in = op.map("dlq_batches", routed.falses, lambda kv: kv[1])
+    keyed = op.map_value(
+        "values", op.key_on("by_symbol", routed.trues, lambda kv: kv[0]), lambda kv: kv[1]
+    )
+    if kind == "trades":
+        interval_ns = cfg.bars.interval_s * 1_000_000_000
+        grace_ns = cfg.bars.grace_ms * 1_000_000
+        keyed = op.stateful("bars", keyed, lambda r: BarsLogic(interval_ns, grace_ns, r))
+    return keyed, dead_in
+
+
+def _route(kv: tuple[str, list[Any]]) -> list[tuple[str, list[Any]]]:
+    """Split a features batch per symbol: (bar, values) rows and the messages about a symbol
+    (feature rows, dead letters, metrics) stay in that symbol's ordered stream."""
+    groups: dict[str, list[Any]] = defaultdict(list)
+    default = kv[0].split("+", 1)[0]
+    for m in kv[1]:
+        t = type(m)
+        if t is tuple:
+            sym = m[0].symbol
+        elif t is FeatureRow:
+            sym = m.symbol
+        elif t is DeadLetter:
+            sym = m.key or default
+        elif t is Metric and m.labels.startswith("symbol="):
+            sym = m.labels[7:].split(",", 1)[0]
+        else:
+            sym = default
+        groups[sym].append(m)
+    return list(groups.items())
+
+
+def features_stage(bars: Any, fs: FeatureSet, selected: frozenset[str], store: bool) -> Any:
+    """Per-symbol bar batches -> per-symbol batches of (bar, values) rows and messages.
+
+    The features step is keyed by symbol, or by one group of all symbols when pair features need
+    them aligned by time."""
+    group = "+".join(sorted(selected))
+    pair = bool(fs.refs)
+    if pair:
+        bars = op.map("by_group", bars, lambda kv: (group, kv[1]))
+    symbols = sorted(selected)
+
+    def engine() -> FeatureEngine:
+        return FeatureEngine(fs.fresh(), symbols)
+
+    engine()  # fail now (e.g. a missing reference symbol), not inside the running flow
+    feats = op.stateful("features", bars, lambda r: FeaturesLogic(engine, store, r))
+    return op.flat_map("per_symbol", feats, _route) if pair else feats
+
+
 def build_flow(
     cfg: Config,
     source: Source[Any],
@@ -110,34 +190,17 @@ def build_flow(
 ) -> Dataflow:
     """Wire the trading flow. `source` yields batches (lists) of raw Kafka messages (objects with
     .key/.value/.timestamp_ms) or of decoded `Trade`/`Bar` structs."""
-    universe = frozenset(cfg.symbols)
-    selected = frozenset(s.upper() for s in symbols) if symbols else universe
-    unknown = selected - universe
-    if unknown:
-        raise ValueError(f"symbols {sorted(unknown)} are not in the config's universe")
-    interval_ns = cfg.bars.interval_s * 1_000_000_000
+    selected = selected_symbols(cfg, symbols)
+    fs = config_feature_set(cfg)
     per_sleeve_cash = cfg.sleeve_cash(len(selected))
 
     flow = Dataflow(flow_id)
-    raw = op.input("input", flow, source)
-    split = op.flat_map("decode", raw, _decoder(kind, universe, selected, source_name))
-    routed = op.branch("route_dlq", split, lambda kv: kv[0] != "_dlq")
-    dead_in = op.map("dlq_batches", routed.falses, lambda kv: kv[1])
-    keyed = op.map_value(
-        "values", op.key_on("by_symbol", routed.trues, lambda kv: kv[0]), lambda kv: kv[1]
-    )
+    bars, dead_in = market_stage(flow, cfg, source, kind, selected, source_name)
+    rows = features_stage(bars, fs, selected, cfg.features.store)
 
-    if kind == "trades":
-        grace_ns = cfg.bars.grace_ms * 1_000_000
-        keyed = op.stateful("bars", keyed, lambda r: BarsLogic(interval_ns, grace_ns, r))
-
-    def new_signal_state(symbol: str) -> SignalState:
-        f, s = cfg.features, cfg.strategy
-        features = FeatureSet.basic(f.sma, f.ema, f.rsi, f.vol_window)
-        fast, slow = features.get(f"sma_{s.fast}"), features.get(f"sma_{s.slow}")
-        both = isinstance(fast, SMA) and isinstance(slow, SMA) and s.price == "close"
-        shared = (fast, slow) if both else None
-        return SignalState(features, SmaCross(symbol, s.fast, s.slow, s.price, shared))
+    def new_strategy(symbol: str) -> SmaCross:
+        s = cfg.strategy
+        return SmaCross(symbol, s.fast, s.slow, s.price)
 
     def new_sleeve(symbol: str) -> Sleeve:
         return Sleeve(
@@ -148,10 +211,16 @@ def build_flow(
             SimulatedExecution(cfg.execution.fee_bps, cfg.execution.slippage_bps),
         )
 
-    sig = op.stateful("signals", keyed, lambda r: SignalsLogic(new_signal_state, r))
+    sig = op.stateful("signals", rows, lambda r: SignalsLogic(new_strategy, r))
     traded = op.stateful("trader", sig, lambda r: TraderLogic(new_sleeve, r))
     events = op.key_rm("events", traded)
     events = op.merge("with_dlq", events, dead_in)
+    _outputs(events, sinks)
+    return flow
+
+
+def _outputs(events: Any, sinks: FlowSinks) -> None:
+    """Event batches -> ClickHouse tables, Kafka topics and the in-process events sink."""
 
     if sinks.clickhouse is not None:
         op.output("clickhouse", op.flat_map("by_table", events, _by_table), sinks.clickhouse)
@@ -168,4 +237,3 @@ def build_flow(
             )
     if sinks.events is not None:
         op.output("events_out", op.flatten("flatten_events", events), sinks.events)
-    return flow

@@ -10,10 +10,10 @@ from typing import Any
 from bytewax.operators import StatefulLogic
 
 from operators.bars import BarBuilder
-from operators.features import FeatureSet
+from operators.feature_engine import FeatureEngine, Out
 from operators.sleeve import Sleeve
-from operators.validation import BarSequenceGuard, dead_letter_for
-from schemas.messages import Bar, DeadLetter, Metric, Signal, Trade
+from operators.validation import dead_letter_for
+from schemas.messages import Bar, FeatureRow, Metric, Trade
 
 # What flows between steps: one list per item, keyed by symbol.
 Batch = list[Any]
@@ -59,38 +59,63 @@ class BarsLogic(_Shim):
         return [out], self.RETAIN
 
 
-class SignalState:
-    """Per symbol: sequence guard, features and the strategy (picklable, no Bytewax)."""
+class FeaturesLogic(_Shim):
+    """Bars of one symbol group -> [(bar, values), ... , FeatureRow | DeadLetter | Metric ...].
 
-    def __init__(self, features: FeatureSet, strategy: Any) -> None:
-        self.guard = BarSequenceGuard()
-        self.features = features
-        self.strategy = strategy
+    The group is one symbol, or all symbols when the feature set has pair features (the engine
+    aligns them by open time; see operators/feature_engine.py)."""
+
+    def __init__(
+        self, factory: Callable[[], FeatureEngine], store: bool, resume: FeatureEngine | None
+    ) -> None:
+        self.factory = factory
+        self.store = store
+        self.state: FeatureEngine | None = resume
+
+    def _emit(self, rows: list[Out], out: Batch) -> None:
+        fs = self.state.template  # type: ignore[union-attr]
+        name, version, store = fs.name, fs.version, self.store
+        for bar, v in rows:
+            if type(v) is str:
+                out.append(dead_letter_for(bar, "features", v))
+                continue
+            out.append((bar, v))
+            if store:  # right after its row: the event order never depends on batching
+                out.append(FeatureRow(bar.symbol, bar.ts_event, bar.ts_init, name, version, v))
+
+    def on_item(self, value: list[Any]) -> tuple[list[Batch], bool]:
+        if self.state is None:
+            self.state = self.factory()
+        out: Batch = [m for m in value if type(m) is not Bar]  # dead letters, metrics
+        self._emit(self.state.update([m for m in value if type(m) is Bar]), out)
+        return ([out] if out else []), self.RETAIN
+
+    def on_eof(self) -> tuple[list[Batch], bool]:
+        if self.state is None:
+            return [], self.RETAIN
+        out: Batch = []
+        self._emit(self.state.flush(), out)
+        return ([out] if out else []), self.RETAIN
 
 
 class SignalsLogic(_Shim):
-    """Bars -> (bar, features, signal | None) triples; bad bar sequences become dead letters."""
+    """(bar, features) pairs of one symbol -> (bar, features, signal | None) triples."""
 
-    def __init__(self, factory: Callable[[str], SignalState], resume: SignalState | None) -> None:
+    def __init__(self, factory: Callable[[str], Any], resume: Any | None) -> None:
         self.factory = factory
-        self.state: SignalState | None = resume
+        self.state: Any | None = resume
 
-    def on_item(self, value: list[Bar | DeadLetter | Metric]) -> tuple[list[Batch], bool]:
+    def on_item(self, value: Batch) -> tuple[list[Batch], bool]:
         out: Batch = []
-        for bar in value:
-            if not isinstance(bar, Bar):
-                out.append(bar)  # dead letters / metrics from upstream pass through
+        for item in value:
+            if type(item) is not tuple:
+                out.append(item)  # feature rows, dead letters, metrics pass through in order
                 continue
+            bar, feats = item
             st = self.state
             if st is None:
                 st = self.state = self.factory(bar.symbol)
-            problem = st.guard.check(bar)
-            if problem is not None:
-                out.append(dead_letter_for(bar, "signals", problem))
-                continue
-            feats = st.features.update(bar)
-            sig: Signal | None = st.strategy.update(bar)
-            out.append((bar, feats, sig))
+            out.append((bar, feats, st.update(bar)))
         return ([out] if out else []), self.RETAIN
 
 

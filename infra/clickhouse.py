@@ -34,6 +34,8 @@ from schemas.messages import (
     Bar,
     DeadLetter,
     EquityPoint,
+    FeatureRow,
+    FeatureSetInfo,
     Fill,
     Metric,
     Order,
@@ -80,6 +82,8 @@ LOW_CARDINALITY_NAMES = frozenset(
         "order_type",
         "aggressor",
         "name",  # Metric.name: a small fixed set of metric names
+        "feature_set",
+        "version",
     }
 )
 TIME_NAMES = frozenset({"start", "end"})
@@ -177,6 +181,11 @@ def column_type(name: str, python_type: Any) -> str:
                 return f"LowCardinality(Nullable({inner[len('LowCardinality(') : -1]}))"
             return f"Nullable({inner})"
         raise TypeError(f"field {name!r}: unions are not supported, got {python_type}")
+    if origin in (tuple, list):
+        args = [a for a in typing.get_args(python_type) if a is not Ellipsis]
+        if len(args) == 1:
+            return f"Array({column_type(name, args[0])})"
+        raise TypeError(f"field {name!r}: only homogeneous sequences are supported")
     if python_type is bool:  # before int: bool is an int subclass
         return "Bool"
     if python_type is int:
@@ -213,6 +222,8 @@ TABLES: dict[str, Table] = {
             ("run_id", "source", "reason", "key", "ts_event", "cityHash64(payload)"),
         ),
         Table("runs", RunInfo, ("run_id",)),
+        Table("features", FeatureRow, ("run_id", "version", "symbol", "ts_event")),
+        Table("feature_sets", FeatureSetInfo, ("run_id", "version")),
     )
 }
 TABLE_BY_CLASS: dict[type[msgspec.Struct], Table] = {t.message_cls: t for t in TABLES.values()}
@@ -333,6 +344,8 @@ def arrow_for(table: Table | str, structs: Sequence[msgspec.Struct], run_id: str
             arrays.append(pa.array(col, pa.int64()).view(pa.timestamp("ns", tz="UTC")))
         elif typ in _ARROW_TYPES:
             arrays.append(pa.array(col, _ARROW_TYPES[typ]))
+        elif typ.startswith("Array(") and typ[6:-1] in _ARROW_TYPES:
+            arrays.append(pa.array(col, pa.list_(_ARROW_TYPES[typ[6:-1]])))
         else:
             return None
     return pa.Table.from_arrays(arrays, names=names)

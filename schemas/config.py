@@ -24,10 +24,10 @@ class BarsConfig(_Section):
 
 
 class FeaturesConfig(_Section):
-    sma: list[int] = Field(default_factory=lambda: [10, 50])
-    ema: list[int] = Field(default_factory=lambda: [20])
-    rsi: int = Field(14, gt=1)
-    vol_window: int = Field(20, gt=1)
+    # A built-in set (core, tcn12, full: operators/features/sets.py) or one declared under
+    # [feature_sets]; specs are `<family>_<params>` names (docs/features.md).
+    set: str = Field("core", min_length=1)
+    store: bool = True  # write feature rows to ClickHouse (`features` table)
 
 
 class StrategyConfig(_Section):
@@ -81,6 +81,7 @@ class Config(_Section):
     symbols: list[str] = Field(default_factory=lambda: ["BTCUSDT", "ETHUSDT"])
     bars: BarsConfig = BarsConfig()
     features: FeaturesConfig = FeaturesConfig()
+    feature_sets: dict[str, list[str]] = Field(default_factory=dict)
     strategy: StrategyConfig = StrategyConfig()
     sizing: SizingConfig = SizingConfig()
     risk: RiskConfig = RiskConfig()

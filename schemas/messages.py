@@ -181,3 +181,25 @@ class RunInfo(Message, frozen=True):
     symbols: str  # comma-separated
     config_json: str
     summary_json: str = ""
+
+
+class FeatureRow(Message, frozen=True):
+    """One bar's feature values for a symbol, in the column order of feature set `version`
+    (names in `FeatureSetInfo`); ts_event is the bar's open time, values are known at its close."""
+
+    symbol: str
+    ts_event: int
+    ts_init: int
+    feature_set: str
+    version: str
+    values: tuple[float, ...]
+
+
+class FeatureSetInfo(Message, frozen=True):
+    """The columns and specs of a feature set version (one row per version)."""
+
+    version: str
+    feature_set: str
+    ts_init: int
+    columns: tuple[str, ...]
+    specs: tuple[str, ...]

@@ -3,16 +3,21 @@ convention, so the stream equals talib.EMA at every bar)."""
 
 from __future__ import annotations
 
+from operators.features.base import spec_name
 from schemas.messages import Bar
 
 
 class EMA:
+    family = "ema"
+
     def __init__(self, n: int, field: str = "close") -> None:
         if n < 1:
             raise ValueError("EMA period must be >= 1")
         self.n = n
         self.field = field
-        self.name = f"ema_{n}" if field == "close" else f"ema_{n}_{field}"
+        self.name = spec_name("ema", n) if field == "close" else spec_name("ema", n, field)
+        self.columns = (self.name,)
+        self.warmup = n - 1
         self.k = 2.0 / (n + 1)
         self._count = 0
         self._seed = 0.0

@@ -5,15 +5,20 @@ from __future__ import annotations
 import math
 from collections import deque
 
+from operators.features.base import spec_name
 from schemas.messages import Bar
 
 
 class LogReturn:
+    family = "log_returns"
+
     def __init__(self, k: int = 1) -> None:
         if k < 1:
             raise ValueError("return horizon must be >= 1")
         self.k = k
-        self.name = f"log_return_{k}"
+        self.name = spec_name("log_returns", k)
+        self.columns = (self.name,)
+        self.warmup = k
         self._closes: deque[float] = deque(maxlen=k + 1)
         self.value = float("nan")
 

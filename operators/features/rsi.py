@@ -3,15 +3,20 @@ gains/losses (TA-Lib's RSI with unstable period 0: first value at the (n+1)-th c
 
 from __future__ import annotations
 
+from operators.features.base import spec_name
 from schemas.messages import Bar
 
 
 class RSI:
+    family = "rsi"
+
     def __init__(self, n: int = 14) -> None:
         if n < 2:
             raise ValueError("RSI period must be >= 2")
         self.n = n
-        self.name = f"rsi_{n}"
+        self.name = spec_name("rsi", n)
+        self.columns = (self.name,)
+        self.warmup = n
         self._prev: float | None = None
         self._count = 0  # price changes seen
         self._gain = 0.0

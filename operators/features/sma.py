@@ -6,17 +6,22 @@ from __future__ import annotations
 import math
 from collections import deque
 
+from operators.features.base import spec_name
 from operators.fixedpoint import SCALE
 from schemas.messages import Bar
 
 
 class SMA:
+    family = "sma"
+
     def __init__(self, n: int, field: str = "close") -> None:
         if n < 1:
             raise ValueError("SMA period must be >= 1")
         self.n = n
         self.field = field
-        self.name = f"sma_{n}" if field == "close" else f"sma_{n}_{field}"
+        self.name = spec_name("sma", n) if field == "close" else spec_name("sma", n, field)
+        self.columns = (self.name,)
+        self.warmup = n - 1
         self._window: deque[int] = deque()
         self.exact_sum = 0  # sum of the window in units of 1/SCALE
         self._den = n * SCALE

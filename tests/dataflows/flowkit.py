@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
 from bytewax.testing import TestingSink, TestingSource, cluster_main, run_main
 
 from dataflows.flow import FlowSinks, build_flow
@@ -39,3 +40,8 @@ def run_flow(
 def batches(items: list[Any], size: int) -> TestingSource:
     """A TestingSource whose items are batches (lists), as real sources emit."""
     return TestingSource([items[i : i + size] for i in range(0, len(items), size)])
+
+
+def canonical(events: list[Any]) -> list[bytes]:
+    """Events as comparable bytes (feature rows hold NaN during warm-up, and NaN != NaN)."""
+    return [type(e).__name__.encode() + b":" + msgspec.json.encode(e) for e in events]

@@ -15,6 +15,8 @@ from schemas.messages import (
     Bar,
     DeadLetter,
     EquityPoint,
+    FeatureRow,
+    FeatureSetInfo,
     Fill,
     Metric,
     Order,
@@ -54,6 +56,10 @@ def sample(table: str, i: int) -> msgspec.Struct:
             return DeadLetter(ts, "trades.raw", "decode", f"payload {i}", key="k")
         case "runs":
             return RunInfo(f"run{i}", ts, "backtest", "file", 0, 0, "BTCUSDT", "{}")
+        case "features":
+            return FeatureRow("BTCUSDT", ts, ts, "core", "v1", (float(i), float("nan"), -1.5))
+        case "feature_sets":
+            return FeatureSetInfo(f"v{i}", "core", ts, ("a", "b"), ("sma_5 as a", "ema_5 as b"))
     raise AssertionError(table)
 
 

@@ -13,7 +13,7 @@ import pytest
 import talib
 from talib import abstract
 
-from operators.features import EMA, RSI, SMA, FeatureSet, LogReturn, RealizedVol
+from operators.features import EMA, RSI, SMA, FeatureSet, LogReturn, RealizedVol, feature_set
 from tests.operators.opdata import SYMBOLS, closes, real_bars
 
 RTOL = 1e-9
@@ -23,7 +23,7 @@ FEATURES: dict[str, Callable[[], object]] = {
     **{f"ema_{n}": (lambda n=n: EMA(n)) for n in (12, 20, 26)},
     "rsi_14": lambda: RSI(14),
     "realized_vol_20": lambda: RealizedVol(20),
-    **{f"log_return_{k}": (lambda k=k: LogReturn(k)) for k in (1, 5, 15, 60)},
+    **{f"log_returns_{k}": (lambda k=k: LogReturn(k)) for k in (1, 5, 15, 60)},
 }
 
 
@@ -48,7 +48,7 @@ def _reference(key: str, close: np.ndarray) -> tuple[np.ndarray, int]:
         sd = talib.STDDEV(logret, timeperiod=n, nbdev=1.0)
         # one bar is consumed by the first log return
         return np.concatenate(([np.nan], sd)), 1 + _lookback("STDDEV", timeperiod=n, nbdev=1.0)
-    if kind == "log_return":
+    if kind == "log_returns":
         ref = np.full(len(close), np.nan)
         ref[n:] = np.log(close[n:] / close[:-n])
         return ref, n
@@ -133,9 +133,9 @@ def test_pickle_mid_stream_then_continue_is_identical(key: str) -> None:
         np.testing.assert_array_equal(orig, full[cut:])
 
 
-def test_featureset_basic_names_order_and_values() -> None:
-    fs = FeatureSet.basic(sma=[10, 50], ema=[20], rsi=14, vol_window=20)
-    expected = ["log_return_1", "sma_10", "sma_50", "ema_20", "rsi_14", "realized_vol_20"]
+def test_featureset_core_names_order_and_values() -> None:
+    fs = feature_set("core")
+    expected = ["log_returns_1", "sma_10", "sma_50", "ema_20", "rsi_14", "realized_vol_20"]
     assert fs.names == expected
     assert [f.name for f in fs.features] == expected
     bars = real_bars("BTCUSDT")[:300]
@@ -148,11 +148,11 @@ def test_featureset_basic_names_order_and_values() -> None:
 
 def test_featureset_duplicate_names_rejected() -> None:
     with pytest.raises(ValueError, match="duplicate"):
-        FeatureSet([SMA(5), EMA(5), SMA(5)])
+        FeatureSet(["sma_5", "ema_5", "sma_5"])
     with pytest.raises(ValueError, match="duplicate"):
-        FeatureSet.basic(sma=[10, 10], ema=[20], rsi=14, vol_window=20)
+        FeatureSet(["sma_5", "ema_5 as sma_5"])
     # a different input field is a different feature name, so it is allowed
-    fs = FeatureSet([SMA(5), SMA(5, "high"), EMA(5, "low")])
+    fs = FeatureSet(["sma_5", "sma_5_high", "ema_5_low"])
     assert fs.names == ["sma_5", "sma_5_high", "ema_5_low"]
 
 

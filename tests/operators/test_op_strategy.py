@@ -11,7 +11,7 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from operators.features import FeatureSet
+from operators.features import feature_set
 from operators.features.sma import SMA
 from operators.strategy_sma_cross import SmaCross
 from schemas.messages import NS_PER_MINUTE, Bar, Signal
@@ -231,7 +231,7 @@ def test_invalid_windows_raise(fast: int, slow: int) -> None:
 
 
 def _signals_shared(bars: tuple[Bar, ...] | list[Bar]) -> list[Signal]:
-    fs = FeatureSet.basic(sma=[10, 50], ema=[20], rsi=14, vol_window=20)
+    fs = feature_set("core")
     fast, slow = fs.get("sma_10"), fs.get("sma_50")
     assert isinstance(fast, SMA) and isinstance(slow, SMA)
     strat = SmaCross(bars[0].symbol, 10, 50, shared=(fast, slow))
@@ -255,7 +255,7 @@ def test_shared_smas_give_identical_signals() -> None:
 def test_shared_smas_survive_pickling_together() -> None:
     bars = real_bars("ETHUSDT")[:3_000]
     expected = _signals_shared(bars)
-    fs = FeatureSet.basic(sma=[10, 50], ema=[20], rsi=14, vol_window=20)
+    fs = feature_set("core")
     strat = SmaCross("ETHUSDT", 10, 50, shared=(fs.get("sma_10"), fs.get("sma_50")))  # type: ignore[arg-type]
     got = []
     for i, b in enumerate(bars):
@@ -288,7 +288,7 @@ def test_shared_slow_sma_on_other_field_rejected() -> None:
 
 
 def test_featureset_get() -> None:
-    fs = FeatureSet.basic(sma=[10, 50], ema=[20], rsi=14, vol_window=20)
+    fs = feature_set("core")
     for f in fs.features:
         assert fs.get(f.name) is f
     assert fs.get("sma_11") is None

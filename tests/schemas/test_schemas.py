@@ -19,6 +19,8 @@ from schemas.messages import (
     Bar,
     DeadLetter,
     EquityPoint,
+    FeatureRow,
+    FeatureSetInfo,
     Fill,
     Message,
     Metric,
@@ -59,6 +61,8 @@ SAMPLES: list[msgspec.Struct] = [
     Metric("late_trades", TS, TS, 3.0, labels="symbol=BTCUSDT"),
     DeadLetter(TS, "md.trades.v1", "malformed: x", '{"a": 1}', key="BTCUSDT", ts_event=TS - 1),
     RunInfo("run-1", TS, "backtest", "file", 0, 0, "BTCUSDT,ETHUSDT", "{}", summary_json="{}"),
+    FeatureRow("ETHUSDT", TS, TS + 1, "full", "0123abcd", (1.5, -0.25, 3e-9)),
+    FeatureSetInfo("0123abcd", "full", TS, ("rsi_14", "macd_12_26_9_hist"), ("rsi_14", "macd")),
 ]
 
 
@@ -79,7 +83,7 @@ def test_round_trip(msg: msgspec.Struct) -> None:
     assert decode(data.decode(), type(msg)) == msg  # str input too
     assert encode(back) == data  # byte-identical re-encoding
     # the wire form is plain JSON with the field names
-    assert json.loads(data) == to_dict(msg)
+    assert json.loads(data) == json.loads(json.dumps(to_dict(msg)))  # tuples travel as lists
     assert decoder(type(msg)) is decoder(type(msg))  # one cached decoder per type
 
 

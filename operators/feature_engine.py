@@ -1,0 +1,98 @@
+"""Features for a group of symbols: sequence guard, one FeatureSet per symbol, and the time
+alignment that pair (cross-asset) features need.
+
+Without pair features each bar is processed as it arrives. With them, a bar at open time t is
+held until every symbol of the group has shown a bar at or after t (so the reference symbol's bar
+at t, if it exists, is known), then all bars at t are processed in symbol order. Results are
+therefore independent of how the sources interleave symbols — replay, paper and live agree.
+A symbol that stops sending holds the group back until `flush` (end of a bounded replay).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Sequence
+
+from operators.features.featureset import FeatureSet
+from operators.validation import BarSequenceGuard
+from schemas.messages import Bar
+
+Row = tuple[Bar, tuple[float, ...]]
+# An output in input order: (bar, values), or (bar, reason) when the bar is rejected.
+Out = tuple[Bar, tuple[float, ...] | str]
+
+
+class FeatureEngine:
+    def __init__(self, template: FeatureSet, symbols: Sequence[str]) -> None:
+        self.symbols = tuple(sorted(set(symbols)))
+        missing = sorted(template.refs - set(self.symbols))
+        if missing:
+            raise ValueError(
+                f"feature set {template.name!r} needs reference symbol(s) {missing}: "
+                f"add them to the symbols (have {list(self.symbols)})"
+            )
+        self.template = template
+        self.sets: dict[str, FeatureSet] = {}
+        self.guards: dict[str, BarSequenceGuard] = {}
+        self.align = bool(template.refs) and len(self.symbols) > 1
+        self._pending: dict[str, deque[Bar]] = {s: deque() for s in self.symbols}
+        self._seen: dict[str, int] = {}  # last accepted open time per symbol
+
+    def _set(self, symbol: str) -> FeatureSet:
+        fs = self.sets.get(symbol)
+        if fs is None:
+            fs = self.sets[symbol] = self.template.fresh()
+        return fs
+
+    def update(self, bars: Sequence[Bar]) -> list[Out]:
+        """Rows released and rejected bars (with the reason), in order, so outputs do not depend
+        on how the input was batched. Bars of symbols outside the group are rejected too: they
+        would otherwise be silently dropped."""
+        rows: list[Out] = []
+        rejects = rows
+        for bar in bars:
+            sym = bar.symbol
+            guard = self.guards.get(sym)
+            if guard is None:
+                if sym not in self._pending:
+                    rejects.append((bar, f"symbol not in feature group {list(self.symbols)}"))
+                    continue
+                guard = self.guards[sym] = BarSequenceGuard()
+            problem = guard.check(bar)
+            if problem is not None:
+                rejects.append((bar, problem))
+                continue
+            if self.align:
+                self._pending[sym].append(bar)
+                self._seen[sym] = bar.ts_event
+            else:
+                rows.append((bar, self._set(sym).update(bar)))
+        if self.align:
+            self._release(rows, final=False)
+        return rows
+
+    def flush(self) -> list[Out]:
+        """Release everything held (end of input)."""
+        rows: list[Out] = []
+        if self.align:
+            self._release(rows, final=True)
+        return rows
+
+    def _release(self, rows: list[Out], final: bool) -> None:
+        pending, seen = self._pending, self._seen
+        while True:
+            heads = [q[0].ts_event for q in pending.values() if q]
+            if not heads:
+                return
+            t = min(heads)
+            if not final and any(seen.get(s, -1) < t for s in self.symbols):
+                return
+            at_t = {s: q.popleft() for s, q in pending.items() if q and q[0].ts_event == t}
+            for s in self.symbols:
+                bar = at_t.get(s)
+                if bar is not None:
+                    rows.append((bar, self._set(s).update(bar, at_t)))
+
+    @property
+    def held(self) -> int:
+        return sum(len(q) for q in self._pending.values())

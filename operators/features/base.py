@@ -1,0 +1,63 @@
+"""The feature contract, shared by every family file.
+
+A feature is a small picklable state object, updated with one closed bar at a time:
+
+    family: str                     class attribute, e.g. "macd"
+    name: str                       canonical spec, `<family>_<params>`, e.g. "macd_12_26_9"
+    columns: tuple[str, ...]        output columns; (name,) for one output, else name + "_<part>"
+    warmup: int                     index of the first bar with a finite value (TA-Lib lookback)
+    update(bar) -> float            one output (NaN while warming up)
+    update(bar) -> tuple[float,...] several outputs, in `columns` order
+
+Pair (cross-asset) features also have `ref: str` (the reference symbol) and take the reference
+symbol's bar at the same open time, or None when it has none: `update(bar, ref_bar)`.
+
+Features never read the wall clock, never look at bars other than the ones given, and keep all
+state on the instance (two instances never share anything), so the value at bar t can only depend
+on bars <= t — the look-ahead guard (operators/features/lookahead.py) checks this empirically.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar, Protocol, runtime_checkable
+
+from schemas.messages import Bar
+
+NAN = float("nan")
+
+
+def fmt_param(p: object) -> str:
+    """Parameter as it appears in a column name: 14 -> "14", 0.05 -> "0p05", 2.0 -> "2"."""
+    if isinstance(p, bool):
+        raise TypeError("boolean feature parameters are not supported")
+    if isinstance(p, float):
+        return (str(int(p)) if p.is_integer() else repr(p)).replace(".", "p").replace("-", "m")
+    if isinstance(p, int):
+        return str(p) if p >= 0 else f"m{-p}"
+    return str(p).lower()
+
+
+def spec_name(family: str, *params: object) -> str:
+    """`<family>_<params>`: spec_name("macd", 12, 26, 9) == "macd_12_26_9"."""
+    return "_".join([family, *(fmt_param(p) for p in params)])
+
+
+@runtime_checkable
+class Feature(Protocol):
+    family: ClassVar[str]
+    name: str
+    columns: tuple[str, ...]
+    warmup: int
+
+    def update(self, bar: Bar) -> float | tuple[float, ...]: ...
+
+
+@runtime_checkable
+class PairFeature(Protocol):
+    family: ClassVar[str]
+    name: str
+    columns: tuple[str, ...]
+    warmup: int
+    ref: str
+
+    def update(self, bar: Bar, ref_bar: Bar | None) -> float | tuple[float, ...]: ...

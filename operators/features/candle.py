@@ -1,0 +1,28 @@
+"""Candle shape as fractions of the bar's range: body (c - o) / (h - l) (signed), upper wick
+(h - max(o, c)) / (h - l) and lower wick (min(o, c) - l) / (h - l); all 0.0 for a flat bar."""
+
+from __future__ import annotations
+
+from schemas.messages import Bar
+
+
+class Candle:
+    family = "candle"
+
+    def __init__(self) -> None:
+        self.name = "candle"
+        self.columns = ("candle_body", "candle_upper_wick", "candle_lower_wick")
+        self.warmup = 0
+        self._flat = (0.0, 0.0, 0.0)
+
+    def update(self, bar: Bar) -> tuple[float, float, float]:
+        h = bar.high
+        lo = bar.low
+        rng = h - lo
+        if rng == 0.0:
+            return self._flat
+        o = bar.open
+        c = bar.close
+        if c >= o:
+            return ((c - o) / rng, (h - c) / rng, (o - lo) / rng)
+        return ((c - o) / rng, (h - o) / rng, (c - lo) / rng)

@@ -1,0 +1,76 @@
+"""GARCH(1,1) conditional volatility of one-bar log returns r_t = ln(c_t / c_{t-1}), updated
+online with fixed (alpha, beta) and variance targeting.
+
+Convention (no look-ahead): the value reported at bar t is sqrt(h_{t+1}), the one-step-ahead
+forecast of the variance of the NEXT return r_{t+1}, made with data up to t's close.
+
+    m_t     = mean(r_{t-n+1}^2, ..., r_t^2)        rolling, over the last n returns
+    omega_t = (1 - alpha - beta) * m_t
+    h_{n+1} = m_n                                  seed: first value at bar index n
+    h_{t+1} = omega_t + alpha * r_t^2 + beta * h_t  for t > n
+
+Per-bar, not annualised. The rolling sum of r^2 is an exact integer in binary fixed point (units of
+2**-110), so it cannot drift over a long stream; the recursion itself is contractive (beta < 1).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+
+from operators.features.base import spec_name
+from schemas.messages import Bar
+
+_K = 110
+_TWO_K = float(2**_K)
+
+
+class Garch:
+    family = "garch"
+
+    def __init__(self, n: int = 1440, alpha: float = 0.05, beta: float = 0.94) -> None:
+        if n < 1:
+            raise ValueError(f"GARCH variance-target window must be >= 1, got {n}")
+        if not alpha > 0.0:
+            raise ValueError(f"GARCH alpha must be > 0, got {alpha}")
+        if not beta >= 0.0:
+            raise ValueError(f"GARCH beta must be >= 0, got {beta}")
+        if not alpha + beta < 1.0:
+            raise ValueError(f"GARCH needs alpha + beta < 1 (stationary), got {alpha} + {beta}")
+        self.n = n
+        self.alpha = float(alpha)
+        self.beta = float(beta)
+        self.name = spec_name("garch", n, self.alpha, self.beta)
+        self.columns = (self.name,)
+        self.warmup = n
+        self._w = 1.0 - self.alpha - self.beta
+        self._prev: float | None = None
+        self._window: deque[int] = deque()  # fixed-point r^2 of the last n returns
+        self._sum = 0
+        self._den = n * 2**_K
+        self._h = float("nan")  # forecast variance of the next return
+        self.value = float("nan")
+
+    def update(self, bar: Bar) -> float:
+        c = bar.close
+        prev, self._prev = self._prev, c
+        if prev is None:
+            return self.value
+        r = math.log(c / prev)
+        q = r * r
+        window = self._window
+        v = round(q * _TWO_K)
+        window.append(v)
+        s = self._sum + v
+        if len(window) > self.n:
+            s -= window.popleft()
+        self._sum = s
+        if len(window) < self.n:
+            return self.value
+        m = s / self._den
+        h = self._h
+        # seeded (h not NaN): recurse; else the first forecast is the rolling variance itself
+        h = self._w * m + self.alpha * q + self.beta * h if h == h else m
+        self._h = h
+        self.value = math.sqrt(h)
+        return self.value
