@@ -73,7 +73,7 @@ def run_id_for(spec: BacktestSpec, cfg: Config) -> str:
     return "bt-" + hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _source(spec: BacktestSpec, cfg: Config) -> tuple[Any, str, str]:
+def replay_source(spec: BacktestSpec, cfg: Config) -> tuple[Any, str, str]:
     """-> (bytewax source, kind, source name)."""
     if spec.scheme == "file":
         src = FileSource(
@@ -107,7 +107,7 @@ def _publish(spec: BacktestSpec) -> bool:
 
 def _cluster_flow(cfg: Config, spec: BacktestSpec, run_id: str) -> Any:
     """Built inside each cluster process (module-level, so it pickles)."""
-    src, kind, source_name = _source(spec, cfg)
+    src, kind, source_name = replay_source(spec, cfg)
     sinks = flow_sinks(cfg, run_id, _publish(spec))
     return build_flow(cfg, src, sinks, kind=kind, symbols=spec.symbols, source_name=source_name)
 
@@ -120,7 +120,7 @@ def _run_here(
     progress: bool,
 ) -> None:
     """In this process, on `spec.workers` threads, with a progress bar."""
-    src, kind, source_name = _source(spec, cfg)
+    src, kind, source_name = replay_source(spec, cfg)
     sinks = flow_sinks(cfg, run_id, _publish(spec))
     lock = threading.Lock()
     with Progress(

@@ -138,6 +138,40 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_dataset(args: argparse.Namespace) -> int:
+    from dataflows.backtest import parse_time
+    from offline.dataset import DatasetSpec, build_dataset
+
+    cfg = _cfg(args)
+    spec = DatasetSpec(
+        source=args.source,
+        symbols=_symbols(args) or tuple(cfg.symbols),
+        feature_set=args.feature_set or cfg.features.set,
+        labels=tuple(args.label or ()),
+        out=Path(args.out),
+        start_ns=parse_time(args.start),
+        end_ns=parse_time(args.end),
+        workers=args.workers,
+        store=args.store,
+    )
+    res = build_dataset(cfg, spec, progress=not args.no_progress)
+    rate = res.rows / res.seconds if res.seconds > 0 else 0.0
+    Console().print(
+        f"dataset [bold]{res.dataset_id}[/] (feature set version {res.version}): "
+        f"{res.rows:,} rows {dict(res.rows_by_symbol)} in {res.seconds:.1f} s "
+        f"({rate:,.0f} bars/s) -> {res.path}"
+    )
+    return 0
+
+
+def cmd_lookahead(args: argparse.Namespace) -> int:
+    from offline.lookahead import main as lookahead_main
+
+    return lookahead_main(
+        args.feature, args.data, args.symbol, args.ref_symbol, args.bars, args.cuts, args.seed
+    )
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="cryptoflow", description=__doc__)
     sub = p.add_subparsers(dest="verb", required=True)
@@ -193,6 +227,48 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--run-id", help="default: paper-<UTC start time>")
     s.add_argument("--workers", type=int, default=1)
     s.set_defaults(fn=cmd_paper)
+
+    s = sub.add_parser("offline", help="training sets and feature checks")
+    osub = s.add_subparsers(dest="what", required=True)
+    d = osub.add_parser(
+        "dataset", help="replay history through the live flow's features into parquet + ClickHouse"
+    )
+    d.add_argument(
+        "--source", required=True, help="kafka:<topic> or file:<path> (parquet globs allowed)"
+    )
+    d.add_argument("--start", help="ISO date/time, UTC, inclusive")
+    d.add_argument("--end", help="ISO date/time, UTC, exclusive")
+    d.add_argument("--symbols", help="comma-separated; default: the config's symbols")
+    d.add_argument("--feature-set", help="built-in or [feature_sets] name; default: config's")
+    d.add_argument(
+        "--label",
+        action="append",
+        help="label spec, repeatable: forward:h=1,5 | threshold:h=10,thr=0.002 | "
+        "triple_barrier:pt=0.004,sl=0.004,h=60[,vol=<feature column>]",
+    )
+    d.add_argument("--out", required=True, help="output .parquet file")
+    d.add_argument("--config", help="TOML config file")
+    d.add_argument("--workers", type=int, default=1, help="Bytewax worker threads")
+    d.add_argument(
+        "--store",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also write the ClickHouse features table (default: yes)",
+    )
+    d.add_argument("--no-progress", action="store_true")
+    d.set_defaults(fn=cmd_dataset)
+    c = osub.add_parser(
+        "lookahead-check",
+        help="prove features do not look ahead (truncated recompute) and report warm-up",
+    )
+    c.add_argument("feature", help="spec (rsi_14), set name (full) or module:Name of your own")
+    c.add_argument("--data", default=str(DEMO_BARS), help="bar parquet file")
+    c.add_argument("--symbol", default="ETHUSDT")
+    c.add_argument("--ref-symbol", default="BTCUSDT", help="reference symbol for pair features")
+    c.add_argument("--bars", type=int, default=5_000, help="history length checked")
+    c.add_argument("--cuts", type=int, default=60, help="truncation points checked")
+    c.add_argument("--seed", type=int, default=0)
+    c.set_defaults(fn=cmd_lookahead)
 
     s = sub.add_parser("demo", help="start Kafka, ingest shipped real data, replay, report")
     s.add_argument("--out", default="out/demo", help="report directory")

@@ -237,3 +237,28 @@ def _outputs(events: Any, sinks: FlowSinks) -> None:
             )
     if sinks.events is not None:
         op.output("events_out", op.flatten("flatten_events", events), sinks.events)
+
+
+def build_feature_flow(
+    cfg: Config,
+    source: Source[Any],
+    fs: FeatureSet,
+    *,
+    kind: Kind,
+    rows: Sink[Any],
+    clickhouse: Sink[Any] | None = None,
+    symbols: Iterable[str] | None = None,
+    source_name: str = "source",
+    flow_id: str = "cryptoflow-features",
+) -> Dataflow:
+    """The training-set flow: the same input and features stages as the trading flow, with
+    (bar, values) row batches to `rows` and feature rows / dead letters to ClickHouse."""
+    selected = selected_symbols(cfg, symbols)
+    flow = Dataflow(flow_id)
+    bars, dead_in = market_stage(flow, cfg, source, kind, selected, source_name)
+    feats = op.key_rm("feature_batches", features_stage(bars, fs, selected, clickhouse is not None))
+    op.output("rows", feats, rows)
+    if clickhouse is not None:
+        events = op.merge("with_dlq", feats, dead_in)
+        op.output("clickhouse", op.flat_map("by_table", events, _by_table), clickhouse)
+    return flow

@@ -23,7 +23,14 @@ NS_PER_MINUTE = 60_000_000_000
 
 
 def scan(path: str | Path) -> pl.LazyFrame:
+    """A parquet or CSV file; a parquet glob ("bars_1m/*_1m_202*.parquet") reads several."""
     p = Path(path)
+    if any(ch in str(path) for ch in "*?["):
+        if p.suffix != ".parquet":
+            raise ValueError(f"globs are supported for parquet only: {path}")
+        if not sorted(p.parent.glob(p.name)):
+            raise FileNotFoundError(f"no files match {path}")
+        return pl.scan_parquet(str(path))
     if not p.exists():
         raise FileNotFoundError(f"no such file: {p}")
     if p.suffix == ".parquet":

@@ -24,6 +24,7 @@ from typing import ClassVar, Protocol, runtime_checkable
 from schemas.messages import Bar
 
 NAN = float("nan")
+FIELDS = ("open", "high", "low", "close", "volume")  # bar fields a feature may read by name
 
 
 def fmt_param(p: object) -> str:

@@ -3,7 +3,7 @@ convention, so the stream equals talib.EMA at every bar)."""
 
 from __future__ import annotations
 
-from operators.features.base import spec_name
+from operators.features.base import FIELDS, spec_name
 from schemas.messages import Bar
 
 
@@ -13,6 +13,8 @@ class EMA:
     def __init__(self, n: int, field: str = "close") -> None:
         if n < 1:
             raise ValueError("EMA period must be >= 1")
+        if field not in FIELDS:
+            raise ValueError(f"EMA field must be one of {FIELDS}, got {field!r}")
         self.n = n
         self.field = field
         self.name = spec_name("ema", n) if field == "close" else spec_name("ema", n, field)

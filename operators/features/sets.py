@@ -87,4 +87,6 @@ def feature_set(name: str, declared: Mapping[str, Sequence[str]] | None = None) 
     try:
         return FeatureSet(specs, name)
     except ValueError as e:
-        raise ValueError(f"feature set {name!r}: {e}") from None
+        msg = str(e)
+        prefix = "" if msg.startswith("feature set") else f"feature set {name!r}: "
+        raise ValueError(prefix + msg) from None

@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from collections import deque
 
-from operators.features.base import spec_name
+from operators.features.base import FIELDS, spec_name
 from operators.fixedpoint import SCALE
 from schemas.messages import Bar
 
@@ -17,6 +17,8 @@ class SMA:
     def __init__(self, n: int, field: str = "close") -> None:
         if n < 1:
             raise ValueError("SMA period must be >= 1")
+        if field not in FIELDS:
+            raise ValueError(f"SMA field must be one of {FIELDS}, got {field!r}")
         self.n = n
         self.field = field
         self.name = spec_name("sma", n) if field == "close" else spec_name("sma", n, field)

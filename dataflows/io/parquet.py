@@ -1,0 +1,87 @@
+"""Feature rows -> parquet, one file per symbol (per worker), written incrementally.
+
+A symbol's rows all come from the one worker that owns its features state, so each file holds one
+symbol's rows in bar order. Rows are buffered and written as record batches (bounded memory on
+multi-year replays)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from bytewax.outputs import DynamicSink, StatelessSinkPartition
+
+BAR_COLUMNS: tuple[tuple[str, Any], ...] = (
+    ("symbol", pa.string()),
+    ("ts_event", pa.int64()),
+    ("ts_init", pa.int64()),
+    ("open", pa.float64()),
+    ("high", pa.float64()),
+    ("low", pa.float64()),
+    ("close", pa.float64()),
+    ("volume", pa.float64()),
+    ("n_trades", pa.int64()),
+    ("buy_volume", pa.float64()),
+)
+
+
+def rows_schema(feature_columns: list[str]) -> pa.Schema:
+    return pa.schema([*BAR_COLUMNS, *((c, pa.float64()) for c in feature_columns)])
+
+
+class _Part(StatelessSinkPartition[Any]):
+    def __init__(self, out_dir: Path, schema: pa.Schema, worker: int, flush_rows: int) -> None:
+        self.out_dir, self.schema, self.worker = out_dir, schema, worker
+        self.flush_rows = flush_rows
+        self.buffers: dict[str, list[tuple[Any, tuple[float, ...]]]] = {}
+        self.writers: dict[str, pq.ParquetWriter] = {}
+
+    def write_batch(self, items: list[Any]) -> None:
+        for batch in items:
+            for row in batch:
+                if type(row) is tuple:
+                    sym = row[0].symbol
+                    buf = self.buffers.setdefault(sym, [])
+                    buf.append(row)
+                    if len(buf) >= self.flush_rows:
+                        self._flush(sym)
+
+    def _flush(self, sym: str) -> None:
+        rows = self.buffers.pop(sym, [])
+        if not rows:
+            return
+        bars = [r[0] for r in rows]
+        cols: list[list[Any]] = [[getattr(b, name) for b in bars] for name, _ in BAR_COLUMNS]
+        n_feat = len(self.schema) - len(BAR_COLUMNS)
+        values = [r[1] for r in rows]
+        cols += [[v[j] for v in values] for j in range(n_feat)]
+        table = pa.Table.from_arrays(
+            [pa.array(c, f.type) for c, f in zip(cols, self.schema, strict=True)],
+            schema=self.schema,
+        )
+        w = self.writers.get(sym)
+        if w is None:
+            path = self.out_dir / f"{sym}.w{self.worker}.parquet"
+            w = self.writers[sym] = pq.ParquetWriter(path, self.schema, compression="zstd")
+        w.write_table(table)
+
+    def close(self) -> None:
+        for sym in list(self.buffers):
+            self._flush(sym)
+        for w in self.writers.values():
+            w.close()
+
+
+class FeatureParquetSink(DynamicSink[Any]):
+    """Items: batches of (bar, values) rows (anything else in a batch is ignored)."""
+
+    def __init__(self, out_dir: str | Path, feature_columns: list[str], flush_rows: int = 50_000):
+        self.out_dir = Path(out_dir)
+        self.schema = rows_schema(feature_columns)
+        self.flush_rows = flush_rows
+
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> _Part:
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        return _Part(self.out_dir, self.schema, worker_index, self.flush_rows)
