@@ -31,6 +31,7 @@ lint: setup
 bench: setup
 	$(BIN)/python bench/ticks_to_bars.py
 	$(BIN)/python bench/replay_throughput.py
+	$(BIN)/python bench/features.py
 
 clean:
 	-$(BIN)/cryptoflow infra down

@@ -266,7 +266,9 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--symbol", default="ETHUSDT")
     c.add_argument("--ref-symbol", default="BTCUSDT", help="reference symbol for pair features")
     c.add_argument("--bars", type=int, default=5_000, help="history length checked")
-    c.add_argument("--cuts", type=int, default=60, help="truncation points checked")
+    c.add_argument(
+        "--cuts", type=int, default=60, help="random truncation points, on top of the fixed ones"
+    )
     c.add_argument("--seed", type=int, default=0)
     c.set_defaults(fn=cmd_lookahead)
 

@@ -55,8 +55,14 @@ class Target:
 
     kind = "stream"
 
-    def __init__(self, label: str, fresh: Callable[[], Updater], columns: Sequence[str],
-                 declared: Sequence[int | None], refs: Sequence[str] = ()) -> None:  # fmt: skip
+    def __init__(
+        self,
+        label: str,
+        fresh: Callable[[], Updater],
+        columns: Sequence[str],
+        declared: Sequence[int | None],
+        refs: Sequence[str] = (),
+    ) -> None:
         self.label = label
         self.fresh = fresh  # a new, independent instance's update(bar, refs) -> row
         self.columns = list(columns)
@@ -97,7 +103,8 @@ class BatchTarget(Target):
         return values
 
     def last(self, bars: Sequence[Bar], rows: Sequence[RefRow]) -> np.ndarray:
-        return self.run(bars, rows)[-1]
+        out: np.ndarray = self.run(bars, rows)[-1]
+        return out
 
 
 def _no_fresh() -> Updater:
@@ -114,8 +121,10 @@ def _as_columns(out: Any, n: int, label: str) -> tuple[list[str], np.ndarray]:
         cols = [label] if out.ndim == 1 else [f"{label}_{j}" for j in range(a2.shape[1])]
         arrs = [pl.Series(a2[:, j]) for j in range(a2.shape[1])]
     else:
-        raise TypeError(f"{label}: a batch feature must return a polars Series/DataFrame or an "
-                        f"array, got {type(out).__name__}")  # fmt: skip
+        raise TypeError(
+            f"{label}: a batch feature must return a polars Series/DataFrame or an "
+            f"array, got {type(out).__name__}"
+        )
     if any(len(a) != n for a in arrs):
         raise ValueError(f"{label}: output has {[len(a) for a in arrs]} rows for {n} bars")
     mat = np.empty((n, len(arrs)), dtype=np.float64)
@@ -161,11 +170,14 @@ _USER = re.compile(r"^\s*([A-Za-z_][\w.]*):([A-Za-z_]\w*)\s*(?:\((.*)\))?\s*$", 
 
 
 def _parse_kwargs(text: str) -> dict[str, Any]:
-    call = ast.parse(f"f({text})", mode="eval").body
-    assert isinstance(call, ast.Call)
-    if call.args:
-        raise ValueError(f"user feature arguments must be keywords: ({text})")
-    return {k.arg: ast.literal_eval(k.value) for k in call.keywords if k.arg is not None}
+    try:
+        call = ast.parse(f"f({text})", mode="eval").body
+        assert isinstance(call, ast.Call)
+        if call.args or any(k.arg is None for k in call.keywords):
+            raise ValueError
+        return {str(k.arg): ast.literal_eval(k.value) for k in call.keywords}
+    except (SyntaxError, ValueError):
+        raise ValueError(f"user feature arguments must be literal keywords: ({text})") from None
 
 
 def load_target(feature: Any, kwargs: Mapping[str, Any] | None = None) -> Target:
@@ -242,7 +254,8 @@ def bar_frame(
 def same_bits(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Bit-for-bit equality, except that any NaN equals any NaN."""
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    return (a.view(np.uint64) == b.view(np.uint64)) | (np.isnan(a) & np.isnan(b))
+    eq: np.ndarray = (a.view(np.uint64) == b.view(np.uint64)) | (np.isnan(a) & np.isnan(b))
+    return eq
 
 
 # --- look-ahead check ----------------------------------------------------------------------------
@@ -309,8 +322,9 @@ def check_lookahead(
     if n < 2:
         raise ValueError("the look-ahead check needs at least 2 bars")
     full = target.run(bars, rows)
-    first_finite = [int(np.argmax(np.isfinite(c))) if np.isfinite(c).any() else None
-                    for c in full.T]  # fmt: skip
+    first_finite = [
+        int(np.argmax(np.isfinite(c))) if np.isfinite(c).any() else None for c in full.T
+    ]
     pts = cut_points(n, [*target.declared, *first_finite], cuts, seed)
     report = [ColumnLookahead(c) for c in target.columns]
     for t in pts:
@@ -323,31 +337,33 @@ def check_lookahead(
                 col.violations += 1
                 if len(col.first) < keep:
                     col.first.append((t, float(full[t, j]), float(got[j])))
-    _shared_state(target, bars, rows, full, report)
+    _shared_state(target, bars, rows, report)
     return LookaheadReport(target.label, target.kind, n, pts, report)
 
 
-def _shared_state(target: Target, bars: Sequence[Bar], rows: Sequence[RefRow], full: np.ndarray,
-                  report: list[ColumnLookahead]) -> None:  # fmt: skip
+def _shared_state(
+    target: Target, bars: Sequence[Bar], rows: Sequence[RefRow], report: list[ColumnLookahead]
+) -> None:
     """Streaming: instances on bars[:h] and bars[n-h:], updated in turn, against separate runs.
-    Batch: f(first half) again after f(second half) against the full run's rows."""
+    Batch: f(bars[:h]) again after f(bars[n-h:]) against its first call (module-level caches)."""
     n = len(bars)
     h = n // 2
     xs, xr, ys, yr = bars[:h], rows[:h], bars[n - h :], rows[n - h :]
+    sep_x = target.run(xs, xr)
+    sep_y = target.run(ys, yr)
     if target.kind == "batch":
-        target.run(ys, yr)
-        inter_x, inter_y = target.run(xs, xr), None
-        sep_x, sep_y = target.run(xs, xr), None
+        pairs = [(target.run(xs, xr), sep_x, 0)]
     else:
-        sep_x, sep_y = target.run(xs, xr), target.run(ys, yr)
         a, b = target.fresh(), target.fresh()
-        ax, by = [], []
+        ax: list[tuple[float, ...]] = []
+        by: list[tuple[float, ...]] = []
         for i in range(h):
             ax.append(a(xs[i], xr[i]))
             by.append(b(ys[i], yr[i]))
-        inter_x = np.array(ax, dtype=np.float64).reshape(h, len(target.columns))
-        inter_y = np.array(by, dtype=np.float64).reshape(h, len(target.columns))
-    pairs = [(inter_x, sep_x, 0)] + ([] if inter_y is None else [(inter_y, sep_y, n - h)])
+        shape = (h, len(target.columns))
+        inter_x = np.array(ax, dtype=np.float64).reshape(shape)
+        inter_y = np.array(by, dtype=np.float64).reshape(shape)
+        pairs = [(inter_x, sep_x, 0), (inter_y, sep_y, n - h)]
     for got, want, off in pairs:
         bad = ~same_bits(got, want)
         for j, col in enumerate(report):
@@ -362,8 +378,8 @@ def _shared_state(target: Target, bars: Sequence[Bar], rows: Sequence[RefRow], f
 
 
 def load_bars(path: str, symbols: Sequence[str], limit: int) -> dict[str, list[Bar]]:
-    """The first `limit` bars of symbols[0] and the other symbols' bars over the same span, from
-    a bar parquet file (symbol, open_time, open, high, low, close, volume[, n_trades, buy_volume])."""
+    """The first `limit` bars of symbols[0] and the other symbols' bars over the same span, from a
+    bar parquet file: symbol, open_time, open, high, low, close, volume[, n_trades, buy_volume]."""
     lf = pl.scan_parquet(path).with_columns(pl.col("open_time").dt.epoch("ns").alias("ts"))
     main_df = lf.filter(pl.col("symbol") == symbols[0]).sort("ts").head(limit).collect()
     if main_df.height == 0:
@@ -397,7 +413,7 @@ def _to_bars(df: pl.DataFrame, symbol: str, interval: int) -> list[Bar]:
             interval_ns=interval,
             n_trades=k or 0,
             buy_volume=b or 0.0,
-        )  # fmt: skip
+        )
         for ts, o, h, lo, c, v, k, b in zip(*cols, nt, bv, strict=True)
     ]
 
@@ -414,24 +430,30 @@ def main(
     console = Console()
     try:
         target = load_target(feature)
-        refs = [r for r in dict.fromkeys([*(target.refs), *([ref_symbol] if ref_symbol else [])])
-                if r != symbol]  # fmt: skip
+        refs = [
+            r
+            for r in dict.fromkeys([*(target.refs), *([ref_symbol] if ref_symbol else [])])
+            if r != symbol
+        ]
         data_bars = load_bars(data, [symbol, *refs], bars)
+        main_bars = data_bars.pop(symbol)
+        ref_bars = data_bars or None
+        console.print(
+            f"[bold]{target.label}[/] ({target.kind}) on {len(main_bars):,} {symbol} bars from "
+            f"{data}" + (f", refs {sorted(data_bars)}" if data_bars else "")
+        )
+        la = check_lookahead(target, main_bars, ref_bars, cuts=cuts, seed=seed)
+        print_lookahead(la, console)
+        wu = check_warmup(target, main_bars, ref_bars)
+        print_warmup(wu, console)
     except (ValueError, TypeError, FileNotFoundError) as e:
         console.print(f"[red]error:[/] {e}")
         return 2
-    main_bars = data_bars.pop(symbol)
-    ref_bars = data_bars or None
     console.print(
-        f"[bold]{target.label}[/] ({target.kind}) on {len(main_bars):,} {symbol} bars from {data}"
-        + (f", refs {sorted(data_bars)}" if data_bars else "")
+        "[green]no look-ahead, no shared state[/]"
+        if la.ok
+        else "[red]LOOK-AHEAD OR SHARED STATE DETECTED[/]"
     )
-    la = check_lookahead(target, main_bars, ref_bars, cuts=cuts, seed=seed)
-    print_lookahead(la, console)
-    wu = check_warmup(target, main_bars, ref_bars)
-    print_warmup(wu, console)
-    console.print("[green]no look-ahead, no shared state[/]" if la.ok else
-                  "[red]LOOK-AHEAD OR SHARED STATE DETECTED[/]")  # fmt: skip
     return 0 if la.ok else 1
 
 
@@ -442,11 +464,20 @@ def _g(x: float) -> str:
 def print_lookahead(rep: LookaheadReport, console: Any) -> None:
     from rich.table import Table
 
-    tab = Table(title=f"look-ahead: {rep.label}, {len(rep.cuts)} truncation points over "
-                      f"{rep.bars:,} bars (bit-exact)")  # fmt: skip
-    for h in ("column", "checked", "finite", "violations", "first violations (t: full / trunc)",
-              "shared state"):  # fmt: skip
-        tab.add_column(h, justify="left" if h[0] in "cf" and h != "finite" else "right")
+    tab = Table(
+        title=f"look-ahead: {rep.label}, {len(rep.cuts)} truncation points over "
+        f"{rep.bars:,} bars (bit-exact)"
+    )
+    for h in (
+        "column",
+        "checked",
+        "finite",
+        "violations",
+        "first violations (t: full / trunc)",
+        "shared state",
+    ):
+        left = h == "column" or h.startswith("first")
+        tab.add_column(h, justify="left" if left else "right", overflow="fold")
     for c in rep.columns:
         first = "; ".join(f"{t}: {_g(a)} / {_g(b)}" for t, a, b in c.first)
         shared = "ok" if c.shared_state == 0 else f"[red]{c.shared_state} bars differ[/]"

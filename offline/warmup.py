@@ -89,8 +89,9 @@ def check_warmup(
     full = target.run(bars, rows)
     ncol = len(target.columns)
     fin = np.isfinite(full)
-    floor = np.array([np.median(np.abs(full[fin[:, j], j])) if fin[:, j].any() else 0.0
-                      for j in range(ncol)])  # fmt: skip
+    floor = np.array(
+        [np.median(np.abs(full[fin[:, j], j])) if fin[:, j].any() else 0.0 for j in range(ncol)]
+    )
     eff: list[int | None] = [0] * ncol
     exact: list[int | None] = [0] * ncol
     worst = np.zeros(ncol)
@@ -118,19 +119,22 @@ def check_warmup(
 def print_warmup(rep: WarmupReport, console: Any) -> None:
     from rich.table import Table
 
-    tab = Table(title=f"warm-up: {rep.label}, restarts at {rep.starts} of {rep.bars:,} bars "
-                      f"(agree within rel {RTOL:g} / bit-exact)")  # fmt: skip
+    tab = Table(
+        title=f"warm-up: {rep.label}, restarts at {rep.starts} of {rep.bars:,} bars "
+        f"(agree within rel {RTOL:g} / bit-exact)"
+    )
     for h in ("column", "declared", "effective", "bit-exact", "worst rel diff", "note"):
-        tab.add_column(h, justify="left" if h in ("column", "note") else "right")
+        left = h in ("column", "note")
+        tab.add_column(h, justify="left" if left else "right", overflow="fold")
 
     def fmt(k: int | None) -> str:
         return "[red]never[/]" if k is None else str(k)
 
     for c in rep.columns:
         if c.effective is None:
-            note = f"never settles within {c.horizon:,} bars: do not restart replays"
+            note = f"[red]never[/] within {c.horizon:,} bars"
         elif c.longer:
-            note = f"drop {c.effective} bars at the start of a replay"
+            note = "longer than declared"
         else:
             note = ""
         decl = "?" if c.declared is None else str(c.declared)

@@ -14,7 +14,8 @@ symbol's bar at the same open time, or None when it has none: `update(bar, ref_b
 
 Features never read the wall clock, never look at bars other than the ones given, and keep all
 state on the instance (two instances never share anything), so the value at bar t can only depend
-on bars <= t — the look-ahead guard (operators/features/lookahead.py) checks this empirically.
+on bars <= t; the look-ahead guard (offline/lookahead.py, `cryptoflow offline
+lookahead-check`) checks this empirically.
 """
 
 from __future__ import annotations
