@@ -22,13 +22,14 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from dataflows.backtest import BacktestSpec, replay_source
-from dataflows.flow import build_feature_flow
+from dataflows.flow import build_feature_flow, selected_symbols
 from dataflows.io.clickhouse import ClickHouseSink
 from dataflows.io.parquet import FeatureParquetSink
 from dataflows.io.progress import CountedSource
 from dataflows.runner import execute
 from infra.clickhouse import BatchWriter, connect, ensure_tables
 from offline.labels import LabelSpec, compute_labels, parse_label
+from operators.feature_engine import FeatureEngine
 from operators.features import FeatureSet, feature_set
 from schemas.config import Config
 from schemas.messages import FeatureSetInfo
@@ -57,9 +58,13 @@ class DatasetResult:
     path: Path
 
 
-def dataset_id_for(spec: DatasetSpec, fs: FeatureSet, labels: list[LabelSpec]) -> str:
+def dataset_id_for(
+    spec: DatasetSpec, fs: FeatureSet, labels: list[LabelSpec], cfg: Config | None = None
+) -> str:
     """Deterministic, so a rerun replaces its own ClickHouse rows instead of adding more."""
     doc = {
+        "set": fs.name,
+        "bars": cfg.bars.model_dump() if cfg is not None else None,
         "source": spec.source,
         "symbols": sorted(spec.symbols),
         "start": spec.start_ns,
@@ -84,7 +89,9 @@ def build_dataset(
         raise ValueError(f"--out must be a .parquet file, got {spec.out}")
     bt = BacktestSpec(spec.source, spec.symbols, spec.start_ns, spec.end_ns, workers=spec.workers)
     bt.scheme  # noqa: B018  (validates the source string)
-    dsid = dataset_id_for(spec, fs, labels)
+    symbols = sorted(selected_symbols(cfg, spec.symbols))
+    FeatureEngine(fs, symbols)  # e.g. a pair feature whose reference symbol is not selected
+    dsid = dataset_id_for(spec, fs, labels, cfg)
     ch = cfg.clickhouse
     clickhouse = None
     if spec.store:

@@ -104,7 +104,7 @@ def test_dataset_features_labels_and_clickhouse_match_references(
     cfg = _cfg(ch_dsn, ch_db)
     fs = feature_set(SET, cfg.feature_sets)
     assert fs.refs == {"BTCUSDT"}
-    dsid = dataset_id_for(_spec(out), fs, [parse_label(x) for x in LABELS])
+    dsid = dataset_id_for(_spec(out), fs, [parse_label(x) for x in LABELS], cfg)
     assert dsid in stdout
     frame = pl.read_parquet(out)
     assert list(frame.columns[10 : 10 + len(fs.columns)]) == fs.columns
@@ -190,6 +190,30 @@ def test_rerun_keeps_the_id_and_replaces_its_own_rows(
     other = build_dataset(cfg, _spec(tmp_path / "b.parquet", labels=()), progress=False)
     assert other.dataset_id != first.dataset_id
     assert count_final(client, ch_db, "features", first.dataset_id) == 2 * BARS_PER_SYMBOL
+
+
+@pytest.mark.parametrize("fset", [SET, "tcn12"])
+def test_worker_count_does_not_change_the_dataset(
+    fset: str, ch_dsn: str, ch_db: str, tmp_path: Path
+) -> None:
+    """Pair sets run as one group; others are keyed by symbol and spread over the workers."""
+    cfg = _cfg(ch_dsn, ch_db)
+    frames = []
+    for workers in (1, 3):
+        spec = DatasetSpec(
+            SOURCE,
+            SYMBOLS,
+            fset,
+            ("forward:h=1",),
+            tmp_path / f"w{workers}.parquet",
+            parse_time("2024-01-10"),
+            parse_time("2024-01-11"),
+            workers=workers,
+            store=False,
+        )
+        frames.append(pl.read_parquet(build_dataset(cfg, spec, progress=False).path))
+    assert frames[0].height == 2 * 1440
+    assert_frame_equal(frames[1], frames[0], check_exact=True)
 
 
 # --------------------------------------------------------------------------- 3. errors
