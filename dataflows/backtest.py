@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
@@ -13,11 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from dataflows.flow import build_flow
 from dataflows.io.files import FileSource
-from dataflows.io.progress import CountedSource
+from dataflows.io.progress import counted
 from dataflows.report import build_report, load_run, print_summary, write_outputs
 from dataflows.runner import execute, execute_cluster, flow_sinks, record_run, topic_kind
 from infra.clickhouse import close_all, connect, ensure_tables
@@ -122,25 +120,10 @@ def _run_here(
     """In this process, on `spec.workers` threads, with a progress bar."""
     src, kind, source_name = replay_source(spec, cfg)
     sinks = flow_sinks(cfg, run_id, _publish(spec))
-    lock = threading.Lock()
-    with Progress(
-        TextColumn(f"[bold]replay[/] {kind}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        disable=not progress,
-        transient=False,
-    ) as bar:
-        task = bar.add_task("replay", total=None)
-
-        def tick(n: int) -> None:
-            with lock:
-                bar.advance(task, n)
-
+    with counted(src, f"[bold]replay[/] {kind}", console, progress) as counted_src:
         flow = build_flow(
             cfg,
-            CountedSource(src, tick),
+            counted_src,
             sinks,
             kind=kind,  # type: ignore[arg-type]
             symbols=spec.symbols,

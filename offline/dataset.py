@@ -11,7 +11,6 @@ import hashlib
 import json
 import shutil
 import tempfile
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,13 +18,12 @@ from pathlib import Path
 import polars as pl
 import pyarrow.parquet as pq
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from dataflows.backtest import BacktestSpec, replay_source
 from dataflows.flow import build_feature_flow, selected_symbols
 from dataflows.io.clickhouse import ClickHouseSink
 from dataflows.io.parquet import FeatureParquetSink
-from dataflows.io.progress import CountedSource
+from dataflows.io.progress import counted
 from dataflows.runner import execute
 from infra.clickhouse import BatchWriter, connect, ensure_tables
 from offline.labels import LabelSpec, compute_labels, parse_label
@@ -104,24 +102,11 @@ def build_dataset(
     tmp = Path(tempfile.mkdtemp(prefix=".rows-", dir=spec.out.parent))
     try:
         src, kind, source_name = replay_source(bt, cfg)
-        lock = threading.Lock()
-        with Progress(
-            TextColumn(f"[bold]features[/] {fs.name} ({len(fs.columns)} columns)"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=console,
-            disable=not progress,
-        ) as bar:
-            task = bar.add_task("replay", total=None)
-
-            def tick(n: int) -> None:
-                with lock:
-                    bar.advance(task, n)
-
+        title = f"[bold]features[/] {fs.name} ({len(fs.columns)} columns)"
+        with counted(src, title, console, progress) as counted_src:
             flow = build_feature_flow(
                 cfg,
-                CountedSource(src, tick),
+                counted_src,
                 fs,
                 kind=kind,  # type: ignore[arg-type]
                 rows=FeatureParquetSink(tmp, fs.columns),

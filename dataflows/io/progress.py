@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 
 class _Counted(StatefulSourcePartition[Any, Any]):
@@ -41,3 +45,25 @@ class CountedSource(FixedPartitionedSource[Any, Any]):
 
     def build_part(self, step_id: str, for_part: str, resume_state: Any) -> _Counted:
         return _Counted(self.inner.build_part(step_id, for_part, resume_state), self.tick)
+
+
+@contextmanager
+def counted(source: FixedPartitionedSource[Any, Any], title: str, console: Console, enabled: bool):
+    """`with counted(src, "replay bars", console, True) as src:` a source that advances a rich
+    progress bar (items so far, elapsed time) by each batch it emits, from any worker thread."""
+    lock = threading.Lock()
+    with Progress(
+        TextColumn(title),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        disable=not enabled,
+    ) as bar:
+        task = bar.add_task("replay", total=None)
+
+        def tick(n: int) -> None:
+            with lock:
+                bar.advance(task, n)
+
+        yield CountedSource(source, tick)
