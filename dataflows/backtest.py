@@ -11,10 +11,11 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from bytewax.dataflow import Dataflow
 from rich.console import Console
 
 from dataflows.flow import build_flow
-from dataflows.io.files import FileSource
+from dataflows.io.files import FileSource, Kind
 from dataflows.io.progress import counted
 from dataflows.report import build_report, load_run, print_summary, write_outputs
 from dataflows.runner import execute, execute_cluster, flow_sinks, record_run, topic_kind
@@ -71,7 +72,7 @@ def run_id_for(spec: BacktestSpec, cfg: Config) -> str:
     return "bt-" + hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def replay_source(spec: BacktestSpec, cfg: Config) -> tuple[Any, str, str]:
+def replay_source(spec: BacktestSpec, cfg: Config) -> tuple[Any, Kind, str]:
     """-> (bytewax source, kind, source name)."""
     if spec.scheme == "file":
         src = FileSource(
@@ -86,8 +87,7 @@ def replay_source(spec: BacktestSpec, cfg: Config) -> tuple[Any, str, str]:
     from dataflows.io.kafka import KafkaRangeSource
 
     topic = spec.target
-    kind = topic_kind(topic)
-    src = KafkaRangeSource(
+    kafka = KafkaRangeSource(
         cfg.kafka.bootstrap,
         topic,
         start_ms=None if spec.start_ns is None else spec.start_ns // 1_000_000,
@@ -96,18 +96,23 @@ def replay_source(spec: BacktestSpec, cfg: Config) -> tuple[Any, str, str]:
         tail=False,  # a backtest is bounded: stop at the end offsets seen at start
         speed=spec.speed,
     )
-    return src, kind, topic
+    return kafka, topic_kind(topic), topic
 
 
 def _publish(spec: BacktestSpec) -> bool:
     return spec.publish if spec.publish is not None else spec.scheme == "kafka"
 
 
-def _cluster_flow(cfg: Config, spec: BacktestSpec, run_id: str) -> Any:
-    """Built inside each cluster process (module-level, so it pickles)."""
-    src, kind, source_name = replay_source(spec, cfg)
+def _replay_flow(
+    cfg: Config, spec: BacktestSpec, run_id: str, src: Any, kind: Kind, source_name: str
+) -> Dataflow:
     sinks = flow_sinks(cfg, run_id, _publish(spec))
     return build_flow(cfg, src, sinks, kind=kind, symbols=spec.symbols, source_name=source_name)
+
+
+def _cluster_flow(cfg: Config, spec: BacktestSpec, run_id: str) -> Dataflow:
+    """Built inside each cluster process (module-level, so it pickles)."""
+    return _replay_flow(cfg, spec, run_id, *replay_source(spec, cfg))
 
 
 def _run_here(
@@ -119,17 +124,8 @@ def _run_here(
 ) -> None:
     """In this process, on `spec.workers` threads, with a progress bar."""
     src, kind, source_name = replay_source(spec, cfg)
-    sinks = flow_sinks(cfg, run_id, _publish(spec))
     with counted(src, f"[bold]replay[/] {kind}", console, progress) as counted_src:
-        flow = build_flow(
-            cfg,
-            counted_src,
-            sinks,
-            kind=kind,  # type: ignore[arg-type]
-            symbols=spec.symbols,
-            source_name=source_name,
-        )
-        execute(flow, spec.workers)
+        execute(_replay_flow(cfg, spec, run_id, counted_src, kind, source_name), spec.workers)
 
 
 def run_backtest(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 
 from rich.console import Console
@@ -20,10 +21,19 @@ def _cfg(args: argparse.Namespace) -> Config:
     return load_config(getattr(args, "config", None))
 
 
-def _symbols(args: argparse.Namespace) -> tuple[str, ...]:
-    """--symbols as upper-case names; empty when not given."""
+def _symbols(args: argparse.Namespace, default: Iterable[str] = ()) -> tuple[str, ...]:
+    """--symbols as upper-case names; `default` when not given."""
     raw = getattr(args, "symbols", None)
-    return tuple(s.strip().upper() for s in raw.split(",") if s.strip()) if raw else ()
+    got = tuple(s.strip().upper() for s in raw.split(",") if s.strip()) if raw else ()
+    return got or tuple(default)
+
+
+def _replay_args(p: argparse.ArgumentParser, source_help: str) -> None:
+    """The history slice a replay reads (backtest, dataset)."""
+    p.add_argument("--source", required=True, help=source_help)
+    p.add_argument("--start", help="ISO date/time, UTC, inclusive")
+    p.add_argument("--end", help="ISO date/time, UTC, exclusive")
+    p.add_argument("--symbols", help="comma-separated; default: the config's symbols")
 
 
 def cmd_infra(args: argparse.Namespace) -> int:
@@ -77,10 +87,9 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     from dataflows.backtest import BacktestSpec, parse_time, run_backtest
 
     cfg = _cfg(args)
-    symbols = _symbols(args)
     spec = BacktestSpec(
         source=args.source,
-        symbols=symbols or tuple(cfg.symbols),
+        symbols=_symbols(args, cfg.symbols),
         start_ns=parse_time(args.start),
         end_ns=parse_time(args.end),
         speed=args.speed,
@@ -99,11 +108,10 @@ def cmd_paper(args: argparse.Namespace) -> int:
     cfg = _cfg(args)
     if not args.source.startswith("kafka:"):
         raise ValueError("paper trading tails a Kafka topic: --source kafka:<topic>")
-    symbols = _symbols(args)
     run_paper(
         cfg,
         args.source.removeprefix("kafka:"),
-        symbols or tuple(cfg.symbols),
+        _symbols(args, cfg.symbols),
         start_ns=parse_time(args.start),
         run_id=args.run_id,
         workers=args.workers,
@@ -145,7 +153,7 @@ def cmd_dataset(args: argparse.Namespace) -> int:
     cfg = _cfg(args)
     spec = DatasetSpec(
         source=args.source,
-        symbols=_symbols(args) or tuple(cfg.symbols),
+        symbols=_symbols(args, cfg.symbols),
         feature_set=args.feature_set or cfg.features.set,
         labels=tuple(args.label or ()),
         out=Path(args.out),
@@ -196,10 +204,7 @@ def parser() -> argparse.ArgumentParser:
     f.set_defaults(fn=cmd_ingest)
 
     s = sub.add_parser("backtest", help="replay history through the trading flow and report")
-    s.add_argument("--source", required=True, help="kafka:<topic> or file:<path>")
-    s.add_argument("--start", help="ISO date/time, UTC, inclusive")
-    s.add_argument("--end", help="ISO date/time, UTC, exclusive")
-    s.add_argument("--symbols", help="comma-separated; default: the config's symbols")
+    _replay_args(s, "kafka:<topic> or file:<path>")
     s.add_argument("--config", help="TOML config file")
     s.add_argument("--out", type=Path, help="write fills.csv, equity.csv, summary.json here")
     s.add_argument("--speed", type=_speed, default=None, help="1, 60, ... x real time, or max")
@@ -233,12 +238,7 @@ def parser() -> argparse.ArgumentParser:
     d = osub.add_parser(
         "dataset", help="replay history through the live flow's features into parquet + ClickHouse"
     )
-    d.add_argument(
-        "--source", required=True, help="kafka:<topic> or file:<path> (parquet globs allowed)"
-    )
-    d.add_argument("--start", help="ISO date/time, UTC, inclusive")
-    d.add_argument("--end", help="ISO date/time, UTC, exclusive")
-    d.add_argument("--symbols", help="comma-separated; default: the config's symbols")
+    _replay_args(d, "kafka:<topic> or file:<path> (parquet globs allowed)")
     d.add_argument("--feature-set", help="built-in or [feature_sets] name; default: config's")
     d.add_argument(
         "--label",

@@ -4,7 +4,7 @@ sinks.
     source batches ─ decode/validate ─┬─ dead letters ───────────────────────────────┐
                                       └─ per-symbol batches                          │
       (trades) ─ bars ─┐                                                             │
-      (bars) ──────────┴─ guard+features (per group) ─ strategy ─ trader (size, risk, pnl)│
+      (bars) ──────────┴─ guard+features (per group) ─ trader (strategy, sleeve)     │
                                                       │                              │
                          orders.v1 / fills.v1 (Kafka) ┤     dlq.v1 (Kafka) ──────────┤
                                      ClickHouse tables ┴─────────────────────────────┘
@@ -15,14 +15,14 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow
 from bytewax.inputs import Source
 from bytewax.outputs import Sink
 
-from dataflows.steps import BarsLogic, FeaturesLogic, SignalsLogic, TraderLogic
+from dataflows.steps import BarsLogic, FeaturesLogic, TraderLogic
 from infra.clickhouse import TABLE_BY_CLASS
 from operators.execution import SimulatedExecution
 from operators.feature_engine import FeatureEngine
@@ -36,7 +36,8 @@ from schemas.codec import encode
 from schemas.config import Config
 from schemas.messages import Bar, DeadLetter, FeatureRow, Fill, Metric, Order, Trade
 
-Kind = Literal["trades", "bars"]
+if TYPE_CHECKING:  # annotations only: importing it would load polars for Kafka-only flows
+    from dataflows.io.files import Kind
 
 
 @dataclass
@@ -211,8 +212,7 @@ def build_flow(
             SimulatedExecution(cfg.execution.fee_bps, cfg.execution.slippage_bps),
         )
 
-    sig = op.stateful("signals", rows, lambda r: SignalsLogic(new_strategy, r))
-    traded = op.stateful("trader", sig, lambda r: TraderLogic(new_sleeve, r))
+    traded = op.stateful("trader", rows, lambda r: TraderLogic(new_strategy, new_sleeve, r))
     events = op.key_rm("events", traded)
     events = op.merge("with_dlq", events, dead_in)
     _outputs(events, sinks)
@@ -259,6 +259,5 @@ def build_feature_flow(
     feats = op.key_rm("feature_batches", features_stage(bars, fs, selected, clickhouse is not None))
     op.output("rows", feats, rows)
     if clickhouse is not None:
-        events = op.merge("with_dlq", feats, dead_in)
-        op.output("clickhouse", op.flat_map("by_table", events, _by_table), clickhouse)
+        _outputs(op.merge("with_dlq", feats, dead_in), FlowSinks(clickhouse=clickhouse))
     return flow

@@ -30,9 +30,10 @@ def ingest_file(
 ) -> int:
     """Returns the number of messages delivered (acknowledged by the broker)."""
     lf = scan(path)
-    kind = kind or detect_kind(lf)
-    if kind != detect_kind(lf):
-        raise ValueError(f"{path} holds {detect_kind(lf)}, not {kind}")
+    found = detect_kind(lf)  # reads the schema (a CSV is sampled): once
+    kind = kind or found
+    if kind != found:
+        raise ValueError(f"{path} holds {found}, not {kind}")
     topic = topic or (TRADES.name if kind == "trades" else BARS.name)
     df = normalized(lf, kind, symbols, start_ns, end_ns, venue).collect()
     if df.height == 0:

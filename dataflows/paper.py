@@ -56,7 +56,7 @@ def run_paper(
         cfg,
         source,
         flow_sinks(cfg, run_id, publish=True),
-        kind=topic_kind(topic),  # type: ignore[arg-type]
+        kind=topic_kind(topic),
         symbols=symbols,
         source_name=topic,
         flow_id=run_id,

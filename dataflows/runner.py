@@ -6,7 +6,7 @@ from __future__ import annotations
 import multiprocessing
 import socket
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bytewax.dataflow import Dataflow
 from bytewax.testing import cluster_main, run_main
@@ -18,8 +18,11 @@ from schemas.config import Config
 from schemas.messages import RunInfo
 from schemas.topics import DLQ, FILLS, ORDERS
 
+if TYPE_CHECKING:
+    from dataflows.io.files import Kind
 
-def topic_kind(topic: str) -> str:
+
+def topic_kind(topic: str) -> Kind:
     return "trades" if ".trades." in f".{topic}." else "bars"
 
 

@@ -98,51 +98,39 @@ class FeaturesLogic(_Shim):
         return ([out] if out else []), self.RETAIN
 
 
-class SignalsLogic(_Shim):
-    """(bar, features) pairs of one symbol -> (bar, features, signal | None) triples."""
+class TraderLogic(_Shim):
+    """(bar, features) rows of one symbol -> bar, signal, orders, denials, fills, positions,
+    equity: the symbol's strategy and sleeve, one step (same key, so no hop between them)."""
 
-    def __init__(self, factory: Callable[[str], Any], resume: Any | None) -> None:
-        self.factory = factory
-        self.state: Any | None = resume
+    def __init__(
+        self,
+        new_strategy: Callable[[str], Any],
+        new_sleeve: Callable[[str], Sleeve],
+        resume: tuple[Any, Sleeve] | None,
+    ) -> None:
+        self.new_strategy = new_strategy
+        self.new_sleeve = new_sleeve
+        self.state: tuple[Any, Sleeve] | None = resume
 
     def on_item(self, value: Batch) -> tuple[list[Batch], bool]:
         out: Batch = []
+        st = self.state
         for item in value:
             if type(item) is not tuple:
                 out.append(item)  # feature rows, dead letters, metrics pass through in order
                 continue
-            bar, feats = item
-            st = self.state
+            bar = item[0]
             if st is None:
-                st = self.state = self.factory(bar.symbol)
-            out.append((bar, feats, st.update(bar)))
-        return ([out] if out else []), self.RETAIN
-
-
-class TraderLogic(_Shim):
-    """(bar, features, signal) -> orders, denials, fills, positions, equity (one sleeve)."""
-
-    def __init__(self, factory: Callable[[str], Sleeve], resume: Sleeve | None) -> None:
-        self.factory = factory
-        self.state: Sleeve | None = resume
-
-    def on_item(self, value: Batch) -> tuple[list[Batch], bool]:
-        out: Batch = []
-        for item in value:
-            if type(item) is tuple:
-                bar, _feats, sig = item
-                if self.state is None:
-                    self.state = self.factory(bar.symbol)
-                out.append(bar)
-                if sig is not None:
-                    out.append(sig)
-                out.extend(self.state.on_bar(bar, sig))
-            else:
-                out.append(item)
+                st = self.state = (self.new_strategy(bar.symbol), self.new_sleeve(bar.symbol))
+            sig = st[0].update(bar)
+            out.append(bar)
+            if sig is not None:
+                out.append(sig)
+            out.extend(st[1].on_bar(bar, sig))
         return ([out] if out else []), self.RETAIN
 
     def on_eof(self) -> tuple[list[Batch], bool]:
         if self.state is None:
             return [], self.RETAIN
-        snap = self.state.final_snapshot()
+        snap = self.state[1].final_snapshot()
         return ([snap] if snap else []), self.RETAIN

@@ -108,7 +108,7 @@ def build_dataset(
                 cfg,
                 counted_src,
                 fs,
-                kind=kind,  # type: ignore[arg-type]
+                kind=kind,
                 rows=FeatureParquetSink(tmp, fs.columns),
                 clickhouse=clickhouse,
                 symbols=spec.symbols,
@@ -120,7 +120,7 @@ def build_dataset(
         shutil.rmtree(tmp, ignore_errors=True)
     if spec.store:
         info = FeatureSetInfo(fs.version, fs.name, 0, tuple(fs.columns), tuple(fs.spec_texts()))
-        writer = BatchWriter(connect(ch.dsn, ch.database), ch.database, dsid, 1_000, 1.0)
+        writer = BatchWriter(client, ch.database, dsid, 1_000, 1.0)
         writer.add("feature_sets", info)
         writer.flush()
     secs = time.perf_counter() - t0
@@ -157,7 +157,7 @@ def _label_and_write(
             if writer is None:
                 writer = pq.ParquetWriter(part, table.schema, compression="zstd")
             writer.write_table(table)
-            counts[sym] = counts.get(sym, 0) + frame.height
+            counts[sym] = frame.height
             if progress:
                 console.print(f"  {sym}: {frame.height:,} rows labelled")
     finally:

@@ -38,13 +38,13 @@ import numpy as np
 import polars as pl
 
 from operators.features import BUILTIN_SETS, FeatureSet, feature_set
+from operators.features.base import FIELDS
 from operators.features.registry import output_columns
 from schemas.messages import NS_PER_MINUTE, Bar
 
 RefRow = Mapping[str, Bar]  # reference symbols' bars at one bar's open time
 Updater = Callable[[Bar, RefRow], tuple[float, ...]]
 _NO_REFS: RefRow = {}
-_FIELDS = ("open", "high", "low", "close", "volume")
 
 
 # --- targets -------------------------------------------------------------------------------------
@@ -138,10 +138,8 @@ def _row(v: Any) -> tuple[float, ...]:
 
 
 def set_target(fs: FeatureSet, label: str | None = None) -> Target:
-    template = fs.fresh()
-
     def fresh() -> Updater:
-        return template.fresh().update
+        return fs.fresh().update  # rebuilt from the specs: none of fs's own state
 
     declared: list[int | None] = []
     for spec, feat in zip(fs.specs, fs.features, strict=True):
@@ -238,14 +236,14 @@ def bar_frame(
         "symbol": [b.symbol for b in bars],
         "ts_event": pl.Series([b.ts_event for b in bars], dtype=pl.Int64),
         "ts_init": pl.Series([b.ts_init for b in bars], dtype=pl.Int64),
-        **{f: pl.Series([getattr(b, f) for b in bars], dtype=pl.Float64) for f in _FIELDS},
+        **{f: pl.Series([getattr(b, f) for b in bars], dtype=pl.Float64) for f in FIELDS},
         "n_trades": pl.Series([b.n_trades for b in bars], dtype=pl.Int64),
         "buy_volume": pl.Series([b.buy_volume for b in bars], dtype=pl.Float64),
     }
     syms = sorted({*refs, *(s for r in rows for s in r)})
     for s in syms:
         got = [r.get(s) for r in rows]
-        for f in _FIELDS:
+        for f in FIELDS:
             vals = [None if g is None else getattr(g, f) for g in got]
             data[f"{s.lower()}_{f}"] = pl.Series(vals, dtype=pl.Float64)
     return pl.DataFrame(data)
@@ -379,8 +377,11 @@ def _shared_state(
 
 def load_bars(path: str, symbols: Sequence[str], limit: int) -> dict[str, list[Bar]]:
     """The first `limit` bars of symbols[0] and the other symbols' bars over the same span, from a
-    bar parquet file: symbol, open_time, open, high, low, close, volume[, n_trades, buy_volume]."""
-    lf = pl.scan_parquet(path).with_columns(pl.col("open_time").dt.epoch("ns").alias("ts"))
+    bar file (`dataflows.io.files.scan`: parquet, parquet glob or CSV): symbol, open_time, open,
+    high, low, close, volume[, n_trades, buy_volume]. The bar interval is the median spacing."""
+    from dataflows.io.files import scan
+
+    lf = scan(path).with_columns(pl.col("open_time").dt.epoch("ns").alias("ts"))
     main_df = lf.filter(pl.col("symbol") == symbols[0]).sort("ts").head(limit).collect()
     if main_df.height == 0:
         raise ValueError(f"no bars for {symbols[0]} in {path}")
@@ -397,23 +398,12 @@ def load_bars(path: str, symbols: Sequence[str], limit: int) -> dict[str, list[B
 
 
 def _to_bars(df: pl.DataFrame, symbol: str, interval: int) -> list[Bar]:
+    """As `dataflows.io.files.to_messages`, plus the file's interval and optional trade columns."""
     nt = df["n_trades"].to_list() if "n_trades" in df.columns else [0] * df.height
     bv = df["buy_volume"].to_list() if "buy_volume" in df.columns else [0.0] * df.height
-    cols = [df[c].to_list() for c in ("ts", *_FIELDS)]
+    cols = [df[c].to_list() for c in ("ts", *FIELDS)]
     return [
-        Bar(
-            symbol=symbol,
-            ts_event=ts,
-            ts_init=ts + interval,
-            open=o,
-            high=h,
-            low=lo,
-            close=c,
-            volume=v,
-            interval_ns=interval,
-            n_trades=k or 0,
-            buy_volume=b or 0.0,
-        )
+        Bar(symbol, ts, ts + interval, o, h, lo, c, v, interval, k or 0, b or 0.0)
         for ts, o, h, lo, c, v, k, b in zip(*cols, nt, bv, strict=True)
     ]
 

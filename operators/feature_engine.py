@@ -32,11 +32,11 @@ class FeatureEngine:
                 f"add them to the symbols (have {list(self.symbols)})"
             )
         self.template = template
-        self.sets: dict[str, FeatureSet] = {}
-        self.guards: dict[str, BarSequenceGuard] = {}
+        self.sets: dict[str, FeatureSet] = {}  # made on a symbol's first bar
+        # Symbol order is the release order; a guard's last_ts is its symbol's last accepted bar.
+        self.guards = {s: BarSequenceGuard() for s in self.symbols}
         self.align = bool(template.refs) and len(self.symbols) > 1
         self._pending: dict[str, deque[Bar]] = {s: deque() for s in self.symbols}
-        self._seen: dict[str, int] = {}  # last accepted open time per symbol
 
     def _set(self, symbol: str) -> FeatureSet:
         fs = self.sets.get(symbol)
@@ -49,22 +49,18 @@ class FeatureEngine:
         on how the input was batched. Bars of symbols outside the group are rejected too: they
         would otherwise be silently dropped."""
         rows: list[Out] = []
-        rejects = rows
         for bar in bars:
             sym = bar.symbol
             guard = self.guards.get(sym)
             if guard is None:
-                if sym not in self._pending:
-                    rejects.append((bar, f"symbol not in feature group {list(self.symbols)}"))
-                    continue
-                guard = self.guards[sym] = BarSequenceGuard()
+                rows.append((bar, f"symbol not in feature group {list(self.symbols)}"))
+                continue
             problem = guard.check(bar)
             if problem is not None:
-                rejects.append((bar, problem))
+                rows.append((bar, problem))
                 continue
             if self.align:
                 self._pending[sym].append(bar)
-                self._seen[sym] = bar.ts_event
             else:
                 rows.append((bar, self._set(sym).update(bar)))
         if self.align:
@@ -79,19 +75,19 @@ class FeatureEngine:
         return rows
 
     def _release(self, rows: list[Out], final: bool) -> None:
-        pending, seen = self._pending, self._seen
+        pending = self._pending
+        # Every symbol has shown its bars up to `limit` (-1: a symbol has sent none yet).
+        limit = min(-1 if g.last_ts is None else g.last_ts for g in self.guards.values())
         while True:
             heads = [q[0].ts_event for q in pending.values() if q]
             if not heads:
                 return
             t = min(heads)
-            if not final and any(seen.get(s, -1) < t for s in self.symbols):
+            if not final and t > limit:
                 return
             at_t = {s: q.popleft() for s, q in pending.items() if q and q[0].ts_event == t}
-            for s in self.symbols:
-                bar = at_t.get(s)
-                if bar is not None:
-                    rows.append((bar, self._set(s).update(bar, at_t)))
+            for s, bar in at_t.items():  # in symbol order, like `pending`
+                rows.append((bar, self._set(s).update(bar, at_t)))
 
     @property
     def held(self) -> int:

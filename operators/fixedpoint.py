@@ -16,7 +16,3 @@ def to_fp(x: float) -> int:
     if not math.isfinite(x):
         raise ValueError(f"not a finite number: {x!r}")
     return round(x * SCALE)
-
-
-def from_fp(v: int) -> float:
-    return v / SCALE

@@ -106,7 +106,7 @@ def summarize(
         if sd > 0 and step > 0:
             sharpe = float(np.mean(rets)) / sd * math.sqrt(NS_PER_YEAR / step)
     peak = np.maximum.accumulate(curve)
-    max_dd = float(np.max(1.0 - curve / peak)) if len(curve) else 0.0
+    max_dd = float(np.max(1.0 - curve / peak))  # curve starts at initial_equity: never empty
     trips = round_trips(fills)
     wins = [t for t in trips if t > 0]
     losses = [t for t in trips if t <= 0]

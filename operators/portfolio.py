@@ -10,7 +10,6 @@ _DUST = 1e-12  # base quantity below which a position is flat (float residue of 
 class Portfolio:
     def __init__(self, account: str, initial_cash: float) -> None:
         self.account = account
-        self.initial_cash = initial_cash
         self.cash = initial_cash
         self.qty = 0.0
         self.avg_price = 0.0

@@ -102,7 +102,7 @@ def decode_batch(
     dead: list[DeadLetter] = []
     for key, raw, ts_init in raws:
         if not raw:  # a Kafka tombstone (null value) or empty payload
-            dead.append(DeadLetter(ts_init, source, "empty payload", "", key or ""))
+            dead.append(DeadLetter(ts_init, source, "empty payload", "", key))
             continue
         try:
             msg = dec.decode(raw)

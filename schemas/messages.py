@@ -19,6 +19,7 @@ Side = Literal["buy", "sell"]
 
 NS_PER_SECOND = 1_000_000_000
 NS_PER_MINUTE = 60 * NS_PER_SECOND
+NS_PER_DAY = 86_400 * NS_PER_SECOND
 
 
 class Message(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

@@ -15,11 +15,10 @@ from typing import Any, Literal
 import polars as pl
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
-from dataflows.io.pacing import Pace
-from schemas.messages import Bar, Trade
+from dataflows.io.pacing import Pace, check_speed
+from schemas.messages import NS_PER_MINUTE, Bar, Trade
 
 Kind = Literal["trades", "bars"]
-NS_PER_MINUTE = 60_000_000_000
 
 
 def scan(path: str | Path) -> pl.LazyFrame:
@@ -165,8 +164,7 @@ class FileSource(FixedPartitionedSource[list[Any], int]):
         # `normalized` already kept only the requested symbols
         self.symbols = self._lf.select(pl.col("symbol").unique().sort()).collect()["symbol"]
         self.batch_size = batch_size
-        if speed is not None and speed <= 0:
-            raise ValueError("speed must be > 0 (or None for as fast as possible)")
+        check_speed(speed)
         self.speed = speed
         self._origin = start_ns
         if speed is not None and start_ns is None:

@@ -10,6 +10,7 @@ partition per Kafka partition; the resume state is the next offset to read.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -19,15 +20,15 @@ import numpy as np
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from confluent_kafka import KafkaException
-from confluent_kafka.admin import AdminClient
 
-from dataflows.io.pacing import Pace
+from dataflows.io.pacing import Pace, check_speed
 from infra.kafka.client import (
     CheckedProducer,
     DeliveryError,
     PartitionReader,
     first_timestamp_ms,
     partition_bounds,
+    topic_partitions,
 )
 
 __all__ = ["DeliveryError", "KafkaCheckedSink", "KafkaRangeSource", "RawMessage", "SinkItem"]
@@ -136,8 +137,7 @@ class KafkaRangeSource(FixedPartitionedSource[list[RawMessage], int]):
             raise ValueError(f"end_ms {end_ms} < start_ms {start_ms}")
         if tail and end_ms is not None:
             raise ValueError("tail=True needs end_ms=None")
-        if speed is not None and speed <= 0:
-            raise ValueError("speed must be > 0 (or None for as fast as possible)")
+        check_speed(speed)
         self.bootstrap = bootstrap
         self.topic = topic
         self.start_ms = start_ms
@@ -148,16 +148,17 @@ class KafkaRangeSource(FixedPartitionedSource[list[RawMessage], int]):
         self._config = dict(consumer_config or {})
 
     def list_parts(self) -> list[str]:
-        admin = AdminClient({"bootstrap.servers": self.bootstrap})
-        md = admin.list_topics(self.topic, timeout=10)
-        tmd = md.topics.get(self.topic)
-        if tmd is None or tmd.error is not None:
-            err = tmd.error if tmd is not None else "not found"
-            raise RuntimeError(f"cannot list partitions of Kafka topic {self.topic!r}: {err}")
-        return [str(p) for p in sorted(tmd.partitions)]
+        try:
+            return [str(p) for p in topic_partitions(self.bootstrap, self.topic)]
+        except KafkaException as exc:
+            raise RuntimeError(
+                f"cannot list partitions of Kafka topic {self.topic!r}: {exc}"
+            ) from exc
 
+    @functools.cached_property
     def _origin_ms(self) -> int:
-        # Same answer on every worker: the earliest first record over all partitions.
+        # Same answer on every worker: the earliest first record over all partitions (looked up
+        # once per process, not once per partition).
         if self.start_ms is not None:
             return self.start_ms
         bounds = partition_bounds(self.bootstrap, self.topic, None, None, config=self._config)
@@ -197,7 +198,7 @@ class KafkaRangeSource(FixedPartitionedSource[list[RawMessage], int]):
             end_ms=end_ms,
             config={"auto.offset.reset": "earliest", **self._config},
         )
-        origin = self._origin_ms() if self.speed is not None else 0
+        origin = self._origin_ms if self.speed is not None else 0
         return _RangePartition(reader, self.speed, origin)
 
 

@@ -10,10 +10,15 @@ import numpy as np
 import numpy.typing as npt
 
 
+def check_speed(speed: float | None) -> None:
+    """Sources call this when built, so a bad speed fails before the flow runs."""
+    if speed is not None and speed <= 0:
+        raise ValueError("speed must be > 0 (or None for as fast as possible)")
+
+
 class Pace:
     def __init__(self, speed: float, origin_ns: int) -> None:
-        if speed <= 0:
-            raise ValueError("speed must be > 0 (or None for as fast as possible)")
+        check_speed(speed)
         self.speed = speed
         self.origin_ns = origin_ns
         self._wall0 = time.monotonic()

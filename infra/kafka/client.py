@@ -72,12 +72,14 @@ class CheckedProducer:
         self._failed = 0
         self._first_error: tuple[str, Any] | None = None
 
-    def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
-        if err is None:  # only when delivery.report.only.error is overridden to false
-            return
+    def _fail(self, topic: str, err: Any) -> None:
         self._failed += 1
         if self._first_error is None:
-            self._first_error = (msg.topic() or "?", err)
+            self._first_error = (topic, err)
+
+    def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
+        if err is not None:  # None only when delivery.report.only.error is overridden to false
+            self._fail(msg.topic() or "?", err)
 
     def produce(
         self,
@@ -99,9 +101,7 @@ class CheckedProducer:
             except BufferError:
                 self._producer.poll(0.05)
             except KafkaException as exc:  # rejected locally, e.g. larger than message.max.bytes
-                self._failed += 1
-                if self._first_error is None:
-                    self._first_error = (topic, exc.args[0] if exc.args else exc)
+                self._fail(topic, exc.args[0] if exc.args else exc)
                 break
         self._produced += 1
 
@@ -134,9 +134,7 @@ class CheckedProducer:
                     slow += 1
                     continue
                 except KafkaException as exc:  # rejected locally; counts as produced + failed
-                    self._failed += 1
-                    if self._first_error is None:
-                        self._first_error = (topic, exc.args[0] if exc.args else exc)
+                    self._fail(topic, exc.args[0] if exc.args else exc)
                 n += 1
                 if not n & 0xFFFF:
                     poll(0)
@@ -204,8 +202,9 @@ def consumer_config(bootstrap: str, config: Mapping[str, Any] | None = None) -> 
     return conf
 
 
-def _partitions(admin: AdminClient, topic: str, timeout_s: float) -> list[int]:
-    md = admin.list_topics(topic, timeout=timeout_s)
+def topic_partitions(bootstrap: str, topic: str, timeout_s: float = 10.0) -> list[int]:
+    """Partition ids of `topic`, sorted (KafkaException if it is missing or in error)."""
+    md = AdminClient({"bootstrap.servers": bootstrap}).list_topics(topic, timeout=timeout_s)
     tmd = md.topics.get(topic)
     if tmd is None or tmd.error is not None:
         raise KafkaException(tmd.error if tmd is not None else f"topic {topic!r} not found")
@@ -233,8 +232,7 @@ def partition_bounds(
     consumer = Consumer(conf)
     try:
         if partitions is None:
-            admin = AdminClient({"bootstrap.servers": bootstrap})
-            partitions = _partitions(admin, topic, timeout_s)
+            partitions = topic_partitions(bootstrap, topic, timeout_s)
         parts = list(partitions)
         marks = {
             p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout_s) for p in parts
@@ -465,4 +463,5 @@ __all__ = [
     "consumer_config",
     "first_timestamp_ms",
     "partition_bounds",
+    "topic_partitions",
 ]

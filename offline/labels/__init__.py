@@ -4,7 +4,7 @@ Missing-value convention: numpy functions return float64 with NaN (indices: int6
 label is missing; `compute` returns polars nulls. Every label has an end column for purging.
 """
 
-from offline.labels.forward import forward_log_return, forward_log_returns, horizon_end
+from offline.labels.forward import forward_log_return, horizon_end
 from offline.labels.spec import (
     ForwardSpec,
     LabelSpec,
@@ -35,7 +35,6 @@ __all__ = [
     "compute",
     "compute_labels",
     "forward_log_return",
-    "forward_log_returns",
     "forward_simple_return",
     "horizon_end",
     "parse_label",

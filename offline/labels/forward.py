@@ -27,18 +27,20 @@ def horizon_end(n: int, h: int) -> np.ndarray:
     return end
 
 
-def forward_log_return(close: np.ndarray, h: int) -> np.ndarray:
-    """ln(close[t+h] / close[t]) per t, NaN for the last h bars (and for non-positive closes)."""
+def forward_ratio(close: np.ndarray, h: int) -> np.ndarray:
+    """close[t+h] / close[t] per t, NaN for the last h bars (non-finite values left as they are)."""
     h = check_horizon(h)
     c = np.asarray(close, dtype=np.float64)
     out = np.full(c.shape[0], np.nan)
     if c.shape[0] > h:
         with np.errstate(divide="ignore", invalid="ignore"):
-            out[:-h] = np.log(c[h:] / c[:-h])
-        out[~np.isfinite(out)] = np.nan
+            out[:-h] = c[h:] / c[:-h]
     return out
 
 
-def forward_log_returns(close: np.ndarray, horizons: tuple[int, ...]) -> dict[int, np.ndarray]:
-    """`forward_log_return` for several horizons, keyed by horizon."""
-    return {h: forward_log_return(close, h) for h in horizons}
+def forward_log_return(close: np.ndarray, h: int) -> np.ndarray:
+    """ln(close[t+h] / close[t]) per t, NaN for the last h bars (and for non-positive closes)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out: np.ndarray = np.log(forward_ratio(close, h))
+    out[~np.isfinite(out)] = np.nan
+    return out

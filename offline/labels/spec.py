@@ -51,7 +51,8 @@ class LabelSpec:
 
     @property
     def columns(self) -> tuple[str, ...]:
-        raise NotImplementedError
+        """Per prefix: the label, its end index and end ts."""
+        return tuple(c for p in self.prefixes for c in (p, f"{p}_end", f"{p}_end_ts"))
 
     @property
     def end_columns(self) -> tuple[str, ...]:
@@ -104,18 +105,12 @@ class ForwardSpec(LabelSpec):
     def prefixes(self) -> tuple[str, ...]:
         return tuple(f"fwd_ret_{h}" for h in self.horizons)
 
-    @property
-    def columns(self) -> tuple[str, ...]:
-        return tuple(c for p in self.prefixes for c in (p, f"{p}_end", f"{p}_end_ts"))
-
     def _arrays(self, frame: pl.DataFrame) -> dict[str, np.ndarray]:
         close = frame["close"].to_numpy().astype(np.float64)
         out: dict[str, np.ndarray] = {}
         for h, p in zip(self.horizons, self.prefixes, strict=True):
             r = forward_log_return(close, h)
-            end = horizon_end(close.shape[0], h)
-            end[np.isnan(r)] = -1
-            out[p], out[f"{p}_end"] = r, end
+            out[p], out[f"{p}_end"] = r, _label_end(r, h)
         return out
 
 
@@ -130,21 +125,14 @@ class ThresholdSpec(LabelSpec):
         return (f"label_thr_{self.h}_{num_name(self.thr)}",)
 
     @property
-    def columns(self) -> tuple[str, ...]:
-        p = self.prefixes[0]
-        return (p, f"{p}_end", f"{p}_end_ts")
-
-    @property
     def _int8_columns(self) -> frozenset[str]:
         return frozenset(self.prefixes)
 
     def _arrays(self, frame: pl.DataFrame) -> dict[str, np.ndarray]:
         close = frame["close"].to_numpy().astype(np.float64)
         lab = threshold_labels(close, self.h, self.thr)
-        end = horizon_end(close.shape[0], self.h)
-        end[np.isnan(lab)] = -1
         p = self.prefixes[0]
-        return {p: lab, f"{p}_end": end}
+        return {p: lab, f"{p}_end": _label_end(lab, self.h)}
 
 
 @dataclass(frozen=True)
@@ -208,6 +196,13 @@ class TripleBarrierSpec(LabelSpec):
             f"{p}_ret": r.ret,
             f"{p}_end": r.t1.copy(),  # the label depends on bars t..t1 only
         }
+
+
+def _label_end(label: np.ndarray, h: int) -> np.ndarray:
+    """End index t+h of an h-bar label, -1 where the label is missing."""
+    end = horizon_end(label.shape[0], h)
+    end[np.isnan(label)] = -1
+    return end
 
 
 def _check_frame(frame: pl.DataFrame, extra: tuple[str, ...]) -> None:

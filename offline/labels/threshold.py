@@ -11,7 +11,7 @@ import math
 
 import numpy as np
 
-from offline.labels.forward import check_horizon
+from offline.labels.forward import forward_ratio
 
 
 def check_fraction(name: str, x: float) -> float:
@@ -25,13 +25,8 @@ def check_fraction(name: str, x: float) -> float:
 
 def forward_simple_return(close: np.ndarray, h: int) -> np.ndarray:
     """close[t+h] / close[t] - 1 per t, NaN for the last h bars and non-finite values."""
-    h = check_horizon(h)
-    c = np.asarray(close, dtype=np.float64)
-    out = np.full(c.shape[0], np.nan)
-    if c.shape[0] > h:
-        with np.errstate(divide="ignore", invalid="ignore"):
-            out[:-h] = c[h:] / c[:-h] - 1.0
-        out[~np.isfinite(out)] = np.nan
+    out = forward_ratio(close, h) - 1.0
+    out[~np.isfinite(out)] = np.nan
     return out
 
 

@@ -60,11 +60,6 @@ class TripleBarrierResult:
     t1: np.ndarray  # int64 exit index
     ret: np.ndarray  # float64 simple return of the position at exit
 
-    @property
-    def valid(self) -> np.ndarray:
-        valid: np.ndarray = ~np.isnan(self.label)
-        return valid
-
 
 def triple_barrier(
     high: np.ndarray,

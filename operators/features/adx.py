@@ -11,6 +11,8 @@ from __future__ import annotations
 from operators.features.base import NAN, spec_name
 from schemas.messages import Bar
 
+_NAN3 = (NAN, NAN, NAN)
+
 
 class ADX:
     family = "adx"
@@ -30,7 +32,6 @@ class ADX:
         self._mdm = 0.0
         self._tr = 0.0
         self._adx = 0.0  # sum of the first n DX, then the ADX
-        self._nan3 = (NAN, NAN, NAN)
 
     def update(self, bar: Bar) -> tuple[float, float, float]:
         h = bar.high
@@ -38,7 +39,7 @@ class ADX:
         count = self._count = self._count + 1
         if count == 1:
             self._ph, self._pl, self._pc = h, lo, bar.close
-            return self._nan3
+            return _NAN3
         n = self.n
         diff_p = h - self._ph
         diff_m = self._pl - lo
@@ -59,7 +60,7 @@ class ADX:
             elif diff_p > 0 and diff_p > diff_m:
                 self._pdm = pdm + diff_p
             self._tr += tr
-            return self._nan3
+            return _NAN3
         pdm -= pdm / n
         mdm -= mdm / n
         if diff_m > 0 and diff_p < diff_m:
@@ -86,5 +87,5 @@ class ADX:
             adx /= n
         self._adx = adx
         if count < 2 * n:
-            return self._nan3
+            return _NAN3
         return (adx, plus_di, minus_di)

@@ -19,7 +19,7 @@ class ATR:
         self.warmup = n
         self._prev_close = NAN
         self._count = 0  # bars seen
-        self._acc = 0.0  # sum of the first n true ranges, then the ATR
+        self._acc = 0.0  # sum of the first n true ranges
         self.value = NAN
 
     def update(self, bar: Bar) -> float:
@@ -42,7 +42,7 @@ class ATR:
             self._acc += tr
             return NAN
         if count == n + 1:
-            self.value = self._acc = (self._acc + tr) / n
+            self.value = (self._acc + tr) / n
         else:
-            self.value = self._acc = (self._acc * (n - 1) + tr) / n
+            self.value = (self.value * (n - 1) + tr) / n
         return self.value

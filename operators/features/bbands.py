@@ -18,6 +18,8 @@ from operators.features.base import NAN, spec_name
 from operators.fixedpoint import SCALE
 from schemas.messages import Bar
 
+_NAN2 = (NAN, NAN)
+
 
 class Bollinger:
     family = "bbands"
@@ -36,7 +38,6 @@ class Bollinger:
         self._window: deque[int] = deque()
         self._sum = 0
         self._sumsq = 0
-        self._nan2 = (NAN, NAN)
 
     def update(self, bar: Bar) -> tuple[float, float]:
         v = round(bar.close * SCALE)
@@ -50,7 +51,7 @@ class Bollinger:
             self._sum -= old
             self._sumsq -= old * old
         elif len(window) < n:
-            return self._nan2
+            return _NAN2
         s = self._sum
         d = n * self._sumsq - s * s
         if d == 0:

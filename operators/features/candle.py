@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from schemas.messages import Bar
 
+_FLAT = (0.0, 0.0, 0.0)
+
 
 class Candle:
     family = "candle"
@@ -13,14 +15,13 @@ class Candle:
         self.name = "candle"
         self.columns = ("candle_body", "candle_upper_wick", "candle_lower_wick")
         self.warmup = 0
-        self._flat = (0.0, 0.0, 0.0)
 
     def update(self, bar: Bar) -> tuple[float, float, float]:
         h = bar.high
         lo = bar.low
         rng = h - lo
         if rng == 0.0:
-            return self._flat
+            return _FLAT
         o = bar.open
         c = bar.close
         if c >= o:

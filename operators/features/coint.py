@@ -25,7 +25,7 @@ from schemas.messages import Bar
 LOG_BITS = 52
 _LOG_SCALE = float(2**LOG_BITS)
 _LN2 = math.log(2.0)
-_NANS = (NAN, NAN, NAN)
+_NAN3 = (NAN, NAN, NAN)
 
 
 class CointSpread:
@@ -52,7 +52,7 @@ class CointSpread:
 
     def update(self, bar: Bar, ref_bar: Bar | None) -> tuple[float, float, float]:
         if ref_bar is None or ref_bar.ts_event != bar.ts_event or bar.symbol == self.ref:
-            return _NANS
+            return _NAN3
         y = round(math.log(bar.close) * _LOG_SCALE)
         x = round(math.log(ref_bar.close) * _LOG_SCALE)
         w = self._window
@@ -80,10 +80,10 @@ class CointSpread:
             self._lyx -= oy * nx
         self._sx, self._sy, self._sxx, self._syy, self._sxy = sx, sy, sxx, syy, sxy
         if len(w) < n:
-            return _NANS
+            return _NAN3
         p = n * sxx - sx * sx  # n^2 var(x)
         if p <= 0:
-            return _NANS
+            return _NAN3
         q = n * sxy - sx * sy  # n^2 cov(x, y); b = q / p
         d = (n * syy - sy * sy) * p - q * q  # n * SSR * p  (>= 0 exactly)
         hedge = q / p

@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import math
 
-from schemas.messages import NS_PER_SECOND, Bar
+from schemas.messages import NS_PER_DAY, Bar
 
-NS_PER_DAY = 86_400 * NS_PER_SECOND
 _CIRCLE = tuple(
     (math.sin(2.0 * math.pi * d / 7), math.cos(2.0 * math.pi * d / 7)) for d in range(7)
 )

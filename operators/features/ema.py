@@ -3,7 +3,7 @@ convention, so the stream equals talib.EMA at every bar)."""
 
 from __future__ import annotations
 
-from operators.features.base import FIELDS, spec_name
+from operators.features.base import FIELDS, NAN, spec_name
 from schemas.messages import Bar
 
 
@@ -23,12 +23,10 @@ class EMA:
         self.k = 2.0 / (n + 1)
         self._count = 0
         self._seed = 0.0
-        self.value = float("nan")
+        self.value = NAN
 
     def update(self, bar: Bar) -> float:
-        return self.update_value(getattr(bar, self.field))
-
-    def update_value(self, x: float) -> float:
+        x = getattr(bar, self.field)
         self._count += 1
         if self._count < self.n:
             self._seed += x

@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 from collections import deque
 
-from operators.features.base import spec_name
+from operators.features.base import NAN, spec_name
 from schemas.messages import Bar
 
 _K = 110
@@ -48,8 +48,8 @@ class Garch:
         self._window: deque[int] = deque()  # fixed-point r^2 of the last n returns
         self._sum = 0
         self._den = n * 2**_K
-        self._h = float("nan")  # forecast variance of the next return
-        self.value = float("nan")
+        self._h = NAN  # forecast variance of the next return
+        self.value = NAN
 
     def update(self, bar: Bar) -> float:
         c = bar.close

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from collections import deque
 
-from operators.features.base import spec_name
+from operators.features.base import NAN, spec_name
 from schemas.messages import Bar
 
 _K = 110
@@ -33,7 +33,7 @@ class GarmanKlass:
         self._window: deque[int] = deque()
         self._sum = 0
         self._den = n * 2**_K
-        self.value = float("nan")
+        self.value = NAN
 
     def update(self, bar: Bar) -> float:
         hl = math.log(bar.high / bar.low)

@@ -11,6 +11,8 @@ from collections import deque
 from operators.features.base import NAN, spec_name
 from schemas.messages import Bar
 
+_NAN3 = (NAN, NAN, NAN)
+
 
 class MACD:
     family = "macd"
@@ -36,7 +38,6 @@ class MACD:
         self._slow_ema = NAN
         self._nlines = 0  # MACD line values seen so far
         self._sig = 0.0  # sum of the first `signal` lines, then the signal EMA
-        self._nan3 = (NAN, NAN, NAN)
 
     def update(self, bar: Bar) -> tuple[float, float, float]:
         c = bar.close
@@ -44,7 +45,7 @@ class MACD:
             closes = self._closes
             closes.append(c)
             if len(closes) < self.slow:
-                return self._nan3
+                return _NAN3
             # TA-Lib's seeds: sum in input order, then divide (same rounding as its INT_EMA)
             total = 0.0
             for x in closes:
@@ -63,7 +64,7 @@ class MACD:
         n = self._nlines
         if n < self.signal:
             self._sig += line
-            return self._nan3
+            return _NAN3
         if n == self.signal:
             self._sig = (self._sig + line) / self.signal
         else:

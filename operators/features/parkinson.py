@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from collections import deque
 
-from operators.features.base import spec_name
+from operators.features.base import NAN, spec_name
 from schemas.messages import Bar
 
 _K = 110
@@ -31,7 +31,7 @@ class Parkinson:
         self._window: deque[int] = deque()
         self._sum = 0
         self._den = n * 2**_K
-        self.value = float("nan")
+        self.value = NAN
 
     def update(self, bar: Bar) -> float:
         x = math.log(bar.high / bar.low)

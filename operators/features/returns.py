@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from collections import deque
 
-from operators.features.base import spec_name
+from operators.features.base import NAN, spec_name
 from schemas.messages import Bar
 
 
@@ -20,7 +20,7 @@ class LogReturn:
         self.columns = (self.name,)
         self.warmup = k
         self._closes: deque[float] = deque(maxlen=k + 1)
-        self.value = float("nan")
+        self.value = NAN
 
     def update(self, bar: Bar) -> float:
         self._closes.append(bar.close)

@@ -3,7 +3,7 @@ gains/losses (TA-Lib's RSI with unstable period 0: first value at the (n+1)-th c
 
 from __future__ import annotations
 
-from operators.features.base import spec_name
+from operators.features.base import NAN, spec_name
 from schemas.messages import Bar
 
 
@@ -21,12 +21,10 @@ class RSI:
         self._count = 0  # price changes seen
         self._gain = 0.0
         self._loss = 0.0
-        self.value = float("nan")
+        self.value = NAN
 
     def update(self, bar: Bar) -> float:
-        return self.update_price(bar.close)
-
-    def update_price(self, price: float) -> float:
+        price = bar.close
         prev, self._prev = self._prev, price
         if prev is None:
             return self.value

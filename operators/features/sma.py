@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from collections import deque
 
-from operators.features.base import FIELDS, spec_name
+from operators.features.base import FIELDS, NAN, spec_name
 from operators.fixedpoint import SCALE
 from schemas.messages import Bar
 
@@ -27,7 +27,7 @@ class SMA:
         self._window: deque[int] = deque()
         self.exact_sum = 0  # sum of the window in units of 1/SCALE
         self._den = n * SCALE
-        self.value = float("nan")
+        self.value = NAN
 
     @property
     def ready(self) -> bool:

@@ -10,6 +10,8 @@ from collections import deque
 from operators.features.base import NAN, spec_name
 from schemas.messages import Bar
 
+_NAN2 = (NAN, NAN)
+
 
 class Stochastic:
     family = "stoch"
@@ -32,7 +34,6 @@ class Stochastic:
         self._lows: deque[tuple[int, float]] = deque()
         self._fastk: deque[float] = deque(maxlen=smooth)
         self._slowk: deque[float] = deque(maxlen=d)
-        self._nan2 = (NAN, NAN)
 
     def update(self, bar: Bar) -> tuple[float, float]:
         self._i += 1
@@ -53,16 +54,16 @@ class Stochastic:
         if lows[0][0] < first:
             lows.popleft()
         if first < 0:
-            return self._nan2
+            return _NAN2
         ll = lows[0][1]
         rng = highs[0][1] - ll
         fastk = self._fastk
         fastk.append((bar.close - ll) / rng * 100.0 if rng != 0.0 else 0.0)
         if len(fastk) < self.smooth:
-            return self._nan2
+            return _NAN2
         slowk = self._slowk
         sk = sum(fastk) / self.smooth
         slowk.append(sk)
         if len(slowk) < self.d:
-            return self._nan2
+            return _NAN2
         return (sk, sum(slowk) / self.d)

@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import math
 
-from schemas.messages import NS_PER_SECOND, Bar
+from schemas.messages import NS_PER_DAY, Bar
 
-NS_PER_DAY = 86_400 * NS_PER_SECOND
 _RAD_PER_NS = 2.0 * math.pi / NS_PER_DAY
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from collections import deque
 
-from operators.features.base import spec_name
+from operators.features.base import NAN, spec_name
 from schemas.messages import Bar
 
 _K = 80
@@ -34,7 +34,7 @@ class RealizedVol:
         self._sum = 0
         self._sumsq = 0
         self._den = w * w * 4**_K
-        self.value = float("nan")
+        self.value = NAN
 
     def update(self, bar: Bar) -> float:
         prev, self._prev = self._prev, bar.close

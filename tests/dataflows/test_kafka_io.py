@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 import bytewax.operators as op
 import pytest
 from bytewax.dataflow import Dataflow
+from bytewax.inputs import StatefulSourcePartition
 from bytewax.testing import TestingSink, TestingSource, cluster_main, run_main
 
 from dataflows.io.kafka import DeliveryError, KafkaCheckedSink, KafkaRangeSource, RawMessage
@@ -47,6 +48,19 @@ def _free_port() -> int:
 
 def _identity(msgs: list[RawMessage]) -> set[tuple[int, int]]:
     return {(m.partition, m.offset) for m in msgs}
+
+
+def _poll(
+    part: StatefulSourcePartition[list[RawMessage], int], n: int, timeout_s: float
+) -> list[RawMessage]:
+    """Messages from a source partition until there are `n` of them or `timeout_s` passes."""
+    got: list[RawMessage] = []
+    deadline = time.monotonic() + timeout_s
+    while len(got) < n and time.monotonic() < deadline:
+        for batch in part.next_batch():
+            got.extend(batch)
+        time.sleep(0.01)
+    return got
 
 
 def test_source_one_worker_reads_everything_once_in_batches(
@@ -120,12 +134,7 @@ def test_tail_mode_waits_without_spinning_then_sees_new_data(
     awake = part.next_awake()
     assert awake is not None and awake > datetime.now(UTC)  # backs off instead of busy-polling
     _fill(kafka_bootstrap, topic, 5)
-    got: list[RawMessage] = []
-    deadline = time.monotonic() + 10
-    while len(got) < 5 and time.monotonic() < deadline:
-        for batch in part.next_batch():
-            got.extend(batch)
-        time.sleep(0.01)
+    got = _poll(part, 5, timeout_s=10)
     assert [m.value for m in got] == [f"v{i}".encode() for i in range(5)]
     assert part.snapshot() == 5
     part.close()
@@ -141,11 +150,7 @@ def test_paced_replay_holds_back_future_messages(
     part = KafkaRangeSource(kafka_bootstrap, topic, T0, T0 + 120_000, speed=1.0).build_part(
         "in", "0", None
     )
-    got: list[RawMessage] = []
-    deadline = time.monotonic() + 5
-    while not got and time.monotonic() < deadline:
-        for batch in part.next_batch():
-            got.extend(batch)
+    got = _poll(part, 1, timeout_s=5)
     assert [m.value for m in got] == [b"now"]
     assert part.next_batch() == []  # `later` is 60 s of wall time away at speed 1
     assert part.snapshot() == 1  # the held-back message is re-read on resume

@@ -19,8 +19,9 @@ from infra.kafka.client import CheckedProducer
 from schemas.codec import encode
 from schemas.config import Config
 from schemas.messages import Bar
+from tests.dataflows.flowkit import sma_config
 from tests.operators.opdata import real_bars
-from tests.paths import BARS_2024_01, ROOT, TRADES
+from tests.paths import BARS_2024_01, KLINES, TRADES
 from tests.reference.sma_cross_numpy import sma_cross_backtest
 
 pytestmark = pytest.mark.kafka
@@ -28,12 +29,10 @@ JAN = (parse_time("2024-01-01"), parse_time("2024-02-01"))
 
 
 def _cfg(kafka_bootstrap: str, ch_dsn: str, ch_db: str) -> Config:
-    import tomllib
-
-    raw = tomllib.loads((ROOT / "examples" / "sma_cross.toml").read_text())
-    raw["kafka"] = {"bootstrap": kafka_bootstrap, "batch_size": 5000}
-    raw["clickhouse"] = {"dsn": ch_dsn, "database": ch_db}
-    return Config.model_validate(raw)
+    return sma_config(
+        kafka={"bootstrap": kafka_bootstrap, "batch_size": 5000},
+        clickhouse={"dsn": ch_dsn, "database": ch_db},
+    )
 
 
 def _read_topic(bootstrap: str, topic: str) -> list:
@@ -206,8 +205,6 @@ def test_bars_built_from_kafka_trades_equal_klines(
         f"n_trades FROM {ch_db}.bars FINAL WHERE run_id=%(r)s ORDER BY symbol, t",
         {"r": run_id},
     )
-    from tests.paths import KLINES
-
     k = pl.read_parquet(KLINES).with_columns(pl.col("open_time").dt.epoch("ns").alias("t"))
     # Complete minutes only: drop the first and last minute of each capture window.
     gap = 60 * 10**9

@@ -14,10 +14,18 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
+from talib import abstract
 
 from schemas.messages import Bar
 
 RTOL = 1e-9
+
+
+def talib_lookback(func: str, **params: object) -> int:
+    """TA-Lib's own lookback (its first non-NaN index) of `func` with these parameters."""
+    f = abstract.Function(func)  # type: ignore[attr-defined]  # built at import time
+    f.set_parameters(**params)
+    return int(f.lookback)
 
 
 def arrays(bars: Sequence[Bar]) -> dict[str, np.ndarray]:

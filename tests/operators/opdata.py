@@ -8,6 +8,7 @@ import numpy as np
 import polars as pl
 
 from schemas.messages import NS_PER_MINUTE, Bar, Trade
+from tests.operators.featurecheck import arrays
 from tests.paths import BARS_2024_01, KLINES, TRADES
 
 SYMBOLS = ("BTCUSDT", "ETHUSDT")
@@ -41,6 +42,16 @@ def real_bars(symbol: str) -> tuple[Bar, ...]:
 
 def closes(symbol: str) -> np.ndarray:
     return np.array([b.close for b in real_bars(symbol)], dtype=np.float64)
+
+
+@cache
+def real_arrays(symbol: str) -> dict[str, np.ndarray]:
+    """`featurecheck.arrays` of `real_bars(symbol)`, the input of the numpy/TA-Lib references;
+    read-only, as every test module shares the cached arrays."""
+    out = arrays(real_bars(symbol))
+    for col in out.values():
+        col.setflags(write=False)
+    return out
 
 
 @cache

@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 import talib
 from numpy.lib.stride_tricks import sliding_window_view
-from talib import abstract
 
 from operators.features.adx import ADX
 from operators.features.atr import ATR
@@ -27,18 +26,9 @@ from tests.operators.featurecheck import (
     assert_pickle_resumes,
     assert_prefix_stable,
     stream,
+    talib_lookback,
 )
-from tests.operators.opdata import SYMBOLS, real_bars
-
-
-def _lookback(func: str, **params: object) -> int:
-    f = abstract.Function(func)
-    f.set_parameters(**params)
-    return int(f.lookback)
-
-
-def _rolling_windows(x: np.ndarray, n: int) -> np.ndarray:
-    return sliding_window_view(x, n)
+from tests.operators.opdata import SYMBOLS, real_arrays, real_bars
 
 
 def _pad(x: np.ndarray, total: int) -> np.ndarray:
@@ -48,7 +38,7 @@ def _pad(x: np.ndarray, total: int) -> np.ndarray:
 def ref_adx(a: dict[str, np.ndarray], n: int) -> dict[str, np.ndarray]:
     h, lo, c = a["high"], a["low"], a["close"]
     name = f"adx_{n}"
-    lb = _lookback("ADX", timeperiod=n)
+    lb = talib_lookback("ADX", timeperiod=n)
     plus, minus = talib.PLUS_DI(h, lo, c, n), talib.MINUS_DI(h, lo, c, n)
     plus[:lb] = np.nan  # one warm-up for the family: ADX's
     minus[:lb] = np.nan
@@ -60,7 +50,7 @@ def ref_adx(a: dict[str, np.ndarray], n: int) -> dict[str, np.ndarray]:
 
 
 def ref_volume_zscore(v: np.ndarray, n: int) -> np.ndarray:
-    w = _rolling_windows(v, n)
+    w = sliding_window_view(v, n)
     mean = w.mean(axis=1)
     std = w.std(axis=1)  # population, two-pass
     z = np.zeros(len(w))
@@ -71,8 +61,8 @@ def ref_volume_zscore(v: np.ndarray, n: int) -> np.ndarray:
 
 def ref_vwap_dev(a: dict[str, np.ndarray], n: int) -> np.ndarray:
     typical = (a["high"] + a["low"] + a["close"]) / 3.0
-    pv = _rolling_windows(typical * a["volume"], n).sum(axis=1)
-    vol = _rolling_windows(a["volume"], n).sum(axis=1)
+    pv = sliding_window_view(typical * a["volume"], n).sum(axis=1)
+    vol = sliding_window_view(a["volume"], n).sum(axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
         dev = np.where(vol > 0, a["close"][n - 1 :] / (pv / vol) - 1.0, np.nan)
     return _pad(dev, len(typical))
@@ -106,14 +96,9 @@ CASES: dict[str, tuple[Callable[[], Any], Callable[[dict[str, np.ndarray]], dict
 
 
 @cache
-def _arrays(symbol: str) -> dict[str, np.ndarray]:
-    return arrays(real_bars(symbol))
-
-
-@cache
 def _full(key: str, symbol: str) -> np.ndarray:
     make, ref = CASES[key]
-    return assert_matches(make, real_bars(symbol), ref(_arrays(symbol)))
+    return assert_matches(make, real_bars(symbol), ref(real_arrays(symbol)))
 
 
 @pytest.mark.parametrize("symbol", SYMBOLS)
@@ -139,13 +124,13 @@ def test_prefix_stable_and_pickle_resumes(key: str) -> None:
 
 
 def test_warmups_are_talib_lookbacks() -> None:
-    assert ADX(14).warmup == _lookback("ADX", timeperiod=14) == 27
-    assert ADX(5).warmup == _lookback("ADX", timeperiod=5)
-    assert _lookback("PLUS_DI", timeperiod=14) == 14 < ADX(14).warmup
-    assert ATR(14).warmup == _lookback("ATR", timeperiod=14) == 14
-    assert ATR(1).warmup == _lookback("ATR", timeperiod=1)
-    assert MFI(14).warmup == _lookback("MFI", timeperiod=14) == 14
-    assert OBV().warmup == _lookback("OBV") == 0
+    assert ADX(14).warmup == talib_lookback("ADX", timeperiod=14) == 27
+    assert ADX(5).warmup == talib_lookback("ADX", timeperiod=5)
+    assert talib_lookback("PLUS_DI", timeperiod=14) == 14 < ADX(14).warmup
+    assert ATR(14).warmup == talib_lookback("ATR", timeperiod=14) == 14
+    assert ATR(1).warmup == talib_lookback("ATR", timeperiod=1)
+    assert MFI(14).warmup == talib_lookback("MFI", timeperiod=14) == 14
+    assert OBV().warmup == talib_lookback("OBV") == 0
     assert VolumeZScore(20).warmup == 19
     assert VwapDeviation(20).warmup == 19
 
@@ -167,16 +152,7 @@ def test_obv_first_value_is_first_volume() -> None:
 
 def _bar(i: int, o: float, h: float, lo: float, c: float, v: float) -> Bar:
     ts = 1_700_000_000 * 10**9 + i * NS_PER_MINUTE
-    return Bar(
-        symbol="X",
-        ts_event=ts,
-        ts_init=ts + NS_PER_MINUTE,
-        open=o,
-        high=h,
-        low=lo,
-        close=c,
-        volume=v,
-    )
+    return Bar("X", ts, ts + NS_PER_MINUTE, o, h, lo, c, v)
 
 
 def test_flat_and_zero_volume_edge_cases() -> None:

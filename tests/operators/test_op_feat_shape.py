@@ -17,13 +17,12 @@ from operators.features.hl_range import HLRange
 from operators.features.time_of_day import TimeOfDay
 from schemas.messages import NS_PER_MINUTE, Bar
 from tests.operators.featurecheck import (
-    arrays,
     assert_matches,
     assert_pickle_resumes,
     assert_prefix_stable,
     stream,
 )
-from tests.operators.opdata import SYMBOLS, real_bars
+from tests.operators.opdata import SYMBOLS, real_arrays, real_bars
 
 
 def ref_candle(a: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -73,8 +72,7 @@ CASES: dict[str, tuple[Callable[[], Any], Callable[[dict[str, np.ndarray]], dict
 @cache
 def _full(key: str, symbol: str) -> np.ndarray:
     make, ref = CASES[key]
-    bars = real_bars(symbol)
-    return assert_matches(make, bars, ref(arrays(bars)))
+    return assert_matches(make, real_bars(symbol), ref(real_arrays(symbol)))
 
 
 @pytest.mark.parametrize("symbol", SYMBOLS)

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from functools import cache
 from typing import Any
 
+import msgspec
 import numpy as np
 import polars as pl
 import pytest
@@ -115,18 +116,7 @@ def test_nan_on_kline_bars(key: str) -> None:
 @pytest.mark.parametrize("key", list(MAKERS))
 def test_nan_on_zero_volume(key: str) -> None:
     b = tick_bars("BTCUSDT")[0]
-    empty = Bar(
-        symbol=b.symbol,
-        ts_event=b.ts_event,
-        ts_init=b.ts_init,
-        open=b.open,
-        high=b.high,
-        low=b.low,
-        close=b.close,
-        volume=0.0,
-        n_trades=3,
-        buy_volume=0.0,
-    )
+    empty = msgspec.structs.replace(b, volume=0.0, n_trades=3, buy_volume=0.0)
     feat = MAKERS[key]()
     assert np.isnan(feat.update(empty)) and np.isnan(feat.value)
     assert np.isfinite(feat.update(b))  # recovers on the next real bar
@@ -134,17 +124,8 @@ def test_nan_on_zero_volume(key: str) -> None:
 
 def test_imbalance_is_exact_on_decimal_volumes() -> None:
     b = tick_bars("ETHUSDT")[0]
-    half = Bar(
-        symbol=b.symbol,
-        ts_event=b.ts_event,
-        ts_init=b.ts_init,
-        open=1.0,
-        high=1.0,
-        low=1.0,
-        close=1.0,
-        volume=0.3,
-        n_trades=2,
-        buy_volume=0.15,
+    half = msgspec.structs.replace(
+        b, open=1.0, high=1.0, low=1.0, close=1.0, volume=0.3, n_trades=2, buy_volume=0.15
     )
     assert TradeImbalance().update(half) == 0.0  # (0.15 - 0.15) / 0.3, not a float residue
     assert MeanTradeSize().update(half) == 0.15

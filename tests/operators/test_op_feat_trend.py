@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 import talib
 from numpy.lib.stride_tricks import sliding_window_view
-from talib import abstract
 
 from operators.features.bbands import Bollinger
 from operators.features.cci import CCI
@@ -34,17 +33,12 @@ from tests.operators.featurecheck import (
     assert_pickle_resumes,
     assert_prefix_stable,
     stream,
+    talib_lookback,
 )
-from tests.operators.opdata import SYMBOLS, real_bars
+from tests.operators.opdata import SYMBOLS, real_arrays, real_bars
 
 Arr = dict[str, np.ndarray]
 Ref = Callable[[Arr], dict[str, np.ndarray]]
-
-
-def _lookback(func: str, **params: object) -> int:
-    f = abstract.Function(func)
-    f.set_parameters(**params)
-    return int(f.lookback)
 
 
 def _nan_before(cols: dict[str, np.ndarray], warmup: int) -> dict[str, np.ndarray]:
@@ -70,7 +64,7 @@ for _n in (20, 5):
         f"wma_{_n}",
         lambda n=_n: WMA(n),
         lambda a, n=_n: {f"wma_{n}": talib.WMA(a["close"], n)},
-        _lookback("WMA", timeperiod=_n),
+        talib_lookback("WMA", timeperiod=_n),
     )
 for _f, _s, _g in ((12, 26, 9), (5, 35, 5), (3, 10, 1)):
 
@@ -83,20 +77,20 @@ for _f, _s, _g in ((12, 26, 9), (5, 35, 5), (3, 10, 1)):
         f"macd_{_f}_{_s}_{_g}",
         lambda f=_f, s=_s, g=_g: MACD(f, s, g),
         _macd_ref,
-        _lookback("MACD", fastperiod=_f, slowperiod=_s, signalperiod=_g),
+        talib_lookback("MACD", fastperiod=_f, slowperiod=_s, signalperiod=_g),
     )
 for _n in (10, 1):
     _case(
         f"roc_{_n}",
         lambda n=_n: ROC(n),
         lambda a, n=_n: {f"roc_{n}": talib.ROC(a["close"], n)},
-        _lookback("ROC", timeperiod=_n),
+        talib_lookback("ROC", timeperiod=_n),
     )
     _case(
         f"momentum_{_n}",
         lambda n=_n: Momentum(n),
         lambda a, n=_n: {f"momentum_{n}": talib.MOM(a["close"], n)},
-        _lookback("MOM", timeperiod=_n),
+        talib_lookback("MOM", timeperiod=_n),
     )
 for _f, _s in ((5, 20), (10, 50), (1, 2)):
     _case(
@@ -107,7 +101,7 @@ for _f, _s in ((5, 20), (10, 50), (1, 2)):
             / talib.SMA(a["close"], s)
             - 1.0
         },
-        _lookback("SMA", timeperiod=_s),
+        talib_lookback("SMA", timeperiod=_s),
     )
 for _n, _k in ((20, 2.0), (50, 2.5)):
 
@@ -125,21 +119,21 @@ for _n, _k in ((20, 2.0), (50, 2.5)):
         Bollinger(_n, _k).name,
         lambda n=_n, k=_k: Bollinger(n, k),
         _bb_ref,
-        _lookback("BBANDS", timeperiod=_n, nbdevup=_k, nbdevdn=_k, matype=0),
+        talib_lookback("BBANDS", timeperiod=_n, nbdevup=_k, nbdevdn=_k, matype=0),
     )
 for _n in (20, 14):
     _case(
         f"cci_{_n}",
         lambda n=_n: CCI(n),
         lambda a, n=_n: {f"cci_{n}": talib.CCI(a["high"], a["low"], a["close"], n)},
-        _lookback("CCI", timeperiod=_n),
+        talib_lookback("CCI", timeperiod=_n),
     )
 for _n in (14, 50):
     _case(
         f"willr_{_n}",
         lambda n=_n: WilliamsR(n),
         lambda a, n=_n: {f"willr_{n}": talib.WILLR(a["high"], a["low"], a["close"], n)},
-        _lookback("WILLR", timeperiod=_n),
+        talib_lookback("WILLR", timeperiod=_n),
     )
 for _k, _sm, _d in ((14, 3, 3), (21, 5, 4), (5, 1, 1)):
 
@@ -152,7 +146,7 @@ for _k, _sm, _d in ((14, 3, 3), (21, 5, 4), (5, 1, 1)):
         f"stoch_{_k}_{_sm}_{_d}",
         lambda k=_k, sm=_sm, d=_d: Stochastic(k, sm, d),
         _stoch_ref,
-        _lookback(
+        talib_lookback(
             "STOCH",
             fastk_period=_k,
             slowk_period=_sm,
@@ -161,11 +155,6 @@ for _k, _sm, _d in ((14, 3, 3), (21, 5, 4), (5, 1, 1)):
             slowd_matype=0,
         ),
     )
-
-
-@cache
-def _arrays(symbol: str) -> Arr:
-    return arrays(real_bars(symbol))
 
 
 @cache
@@ -180,7 +169,7 @@ def test_equals_talib_at_every_bar(key: str, symbol: str) -> None:
     feat = make()
     assert feat.name == key
     assert feat.warmup == lookback, (feat.warmup, lookback)
-    got = assert_matches(make, real_bars(symbol), _nan_before(ref(_arrays(symbol)), lookback))
+    got = assert_matches(make, real_bars(symbol), _nan_before(ref(real_arrays(symbol)), lookback))
     np.testing.assert_array_equal(got, _stream(key, symbol))
     if len(feat.columns) == 1:
         last = make()
@@ -255,7 +244,7 @@ def _bb_padded(n: int, k: float, pctb: np.ndarray, width: np.ndarray) -> dict[st
 @pytest.mark.parametrize("symbol", SYMBOLS)
 @pytest.mark.parametrize(("n", "k"), [(20, 2.0), (50, 2.5), (5, 1.0)])
 def test_bbands_equal_two_pass_numpy(symbol: str, n: int, k: float) -> None:
-    close = _arrays(symbol)["close"]
+    close = real_arrays(symbol)["close"]
     assert_matches(lambda: Bollinger(n, k), real_bars(symbol), _bb_two_pass_exact_dev(close, n, k))
     if (n, k) != (5, 1.0):  # wide enough windows: the plain float reference holds 1e-9 too
         assert_matches(lambda: Bollinger(n, k), real_bars(symbol), _bb_two_pass(close, n, k))
@@ -267,7 +256,7 @@ def test_bbands_short_window_vs_talib_at_its_accuracy(symbol: str) -> None:
     windows (measured: %b off by up to 6.7e-8 on BTCUSDT, 63 bars beyond 1e-9; width 1.5e-14
     absolute), so it is held to 1e-7 there while the exact references above hold 1e-9. Exactly
     flat windows (8 on BTCUSDT) are flat for TA-Lib too (upper == lower) and give %b 0.5."""
-    close = _arrays(symbol)["close"]
+    close = real_arrays(symbol)["close"]
     got = stream(lambda: Bollinger(5, 1.0), real_bars(symbol))
     up, mid, lo = talib.BBANDS(close, 5, 1.0, 1.0, 0)
     v = np.round(close * 1e8).astype(np.int64)

@@ -21,13 +21,12 @@ from operators.features.parkinson import Parkinson
 from operators.features.volatility import RealizedVol
 from schemas.messages import NS_PER_MINUTE, Bar
 from tests.operators.featurecheck import (
-    arrays,
     assert_matches,
     assert_pickle_resumes,
     assert_prefix_stable,
     stream,
 )
-from tests.operators.opdata import SYMBOLS, real_bars
+from tests.operators.opdata import SYMBOLS, real_arrays, real_bars
 
 Arr = dict[str, np.ndarray]
 
@@ -131,14 +130,9 @@ CASES: dict[str, tuple[Callable[[], Any], Callable[[Arr], np.ndarray], int]] = {
 
 
 @cache
-def _arrays(symbol: str) -> Arr:
-    return arrays(real_bars(symbol))
-
-
-@cache
 def _full(key: str, symbol: str) -> np.ndarray:
     make, ref, _ = CASES[key]
-    return assert_matches(make, real_bars(symbol), {make().name: ref(_arrays(symbol))})
+    return assert_matches(make, real_bars(symbol), {make().name: ref(real_arrays(symbol))})
 
 
 @pytest.mark.parametrize("symbol", SYMBOLS)

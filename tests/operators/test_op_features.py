@@ -11,9 +11,9 @@ from functools import cache
 import numpy as np
 import pytest
 import talib
-from talib import abstract
 
 from operators.features import EMA, RSI, SMA, FeatureSet, LogReturn, RealizedVol, feature_set
+from tests.operators.featurecheck import talib_lookback
 from tests.operators.opdata import SYMBOLS, closes, real_bars
 
 RTOL = 1e-9
@@ -27,27 +27,21 @@ FEATURES: dict[str, Callable[[], object]] = {
 }
 
 
-def _lookback(func: str, **params: object) -> int:
-    f = abstract.Function(func)
-    f.set_parameters(**params)
-    return int(f.lookback)
-
-
 def _reference(key: str, close: np.ndarray) -> tuple[np.ndarray, int]:
     """(reference series, warm-up length) for a feature key, computed independently."""
     kind, _, arg = key.rpartition("_")
     n = int(arg)
     if kind == "sma":
-        return talib.SMA(close, n), _lookback("SMA", timeperiod=n)
+        return talib.SMA(close, n), talib_lookback("SMA", timeperiod=n)
     if kind == "ema":
-        return talib.EMA(close, n), _lookback("EMA", timeperiod=n)
+        return talib.EMA(close, n), talib_lookback("EMA", timeperiod=n)
     if kind == "rsi":
-        return talib.RSI(close, n), _lookback("RSI", timeperiod=n)
+        return talib.RSI(close, n), talib_lookback("RSI", timeperiod=n)
     if kind == "realized_vol":
         logret = np.log(close[1:] / close[:-1])
         sd = talib.STDDEV(logret, timeperiod=n, nbdev=1.0)
         # one bar is consumed by the first log return
-        return np.concatenate(([np.nan], sd)), 1 + _lookback("STDDEV", timeperiod=n, nbdev=1.0)
+        return np.concatenate(([np.nan], sd)), 1 + talib_lookback("STDDEV", timeperiod=n, nbdev=1.0)
     if kind == "log_returns":
         ref = np.full(len(close), np.nan)
         ref[n:] = np.log(close[n:] / close[:-n])
@@ -84,10 +78,10 @@ def test_stream_equals_reference_at_every_bar(key: str, symbol: str) -> None:
 
 def test_warmup_lengths_are_talib_lookbacks() -> None:
     # Spelled out so a change in the convention (e.g. RSI's first value) is caught by name.
-    assert _lookback("SMA", timeperiod=50) == 49
-    assert _lookback("EMA", timeperiod=26) == 25
-    assert _lookback("RSI", timeperiod=14) == 14
-    assert _lookback("STDDEV", timeperiod=20, nbdev=1.0) == 19
+    assert talib_lookback("SMA", timeperiod=50) == 49
+    assert talib_lookback("EMA", timeperiod=26) == 25
+    assert talib_lookback("RSI", timeperiod=14) == 14
+    assert talib_lookback("STDDEV", timeperiod=20, nbdev=1.0) == 19
     for key, expect in [("sma_50", 49), ("ema_26", 25), ("rsi_14", 14), ("realized_vol_20", 20)]:
         got = _stream(key, "BTCUSDT")
         first = int(np.argmax(~np.isnan(got)))

@@ -4,6 +4,7 @@ change a value, the built-in sets, and a set equal column by column to its stand
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import pickle
@@ -18,6 +19,7 @@ from operators.features import BUILTIN_SETS, FAMILIES, FeatureSet, feature_set, 
 from operators.features.base import fmt_param
 from operators.features.registry import family_class, parse_spec
 from operators.features.rsi import RSI
+from tests.operators.featurecheck import stream
 from tests.operators.opdata import real_bars
 from tests.paths import ROOT
 
@@ -351,13 +353,11 @@ def _standalone(set_name: str, symbol: str, n: int) -> dict[str, np.ndarray]:
     bars, btc = real_bars(symbol)[:n], real_bars("BTCUSDT")[:n]
     out: dict[str, np.ndarray] = {}
     for spec in feature_set(set_name).specs:
-        feat = family_class(spec.family)(*spec.params)
-        if getattr(feat, "ref", None) is None:
-            rows = [feat.update(b) for b in bars]
-        else:
-            assert feat.ref == "BTCUSDT"
-            rows = [feat.update(b, r) for b, r in zip(bars, btc, strict=True)]
-        vals = np.array(rows, dtype=np.float64).reshape(n, len(feat.columns))
+        make = functools.partial(family_class(spec.family), *spec.params)
+        feat = make()
+        ref = getattr(feat, "ref", None)
+        assert ref in (None, "BTCUSDT")
+        vals = stream(make, bars, None if ref is None else btc)
         for j, col in enumerate(feat.columns):
             out[col] = vals[:, j]
     return out

@@ -25,7 +25,7 @@ from schemas.messages import (
     PositionSnapshot,
     Signal,
 )
-from tests.operators.opdata import SYMBOLS, real_bars
+from tests.operators.opdata import SYMBOLS, real_arrays, real_bars
 from tests.reference.sma_cross_numpy import sma_cross_backtest
 
 
@@ -376,9 +376,8 @@ def test_sleeve_with_sma_cross_equals_numpy_reference_on_real_month(symbol: str)
                 assert m.ts_event == b.ts_close
                 n_equity += 1
     assert n_equity == len(bars)
-    opens = np.array([b.open for b in bars])
-    closes = np.array([b.close for b in bars])
-    ref = sma_cross_backtest(opens, closes, fast=10, slow=50, fee=0.001, cash0=cash0)
+    a = real_arrays(symbol)
+    ref = sma_cross_backtest(a["open"], a["close"], fast=10, slow=50, fee=0.001, cash0=cash0)
     assert len(fills) == len(ref["fill_bar"]) > 50
     assert [ts_index[f.ts_event] for f in fills] == list(ref["fill_bar"])
     assert [1 if f.side == "buy" else -1 for f in fills] == list(ref["side"])
