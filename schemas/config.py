@@ -62,10 +62,39 @@ class PortfolioConfig(_Section):
     currency: str = "USDT"
 
 
+class ValidationConfig(_Section):
+    """What a plausible market-data message is; anything else is dead-lettered with a reason and
+    never moves a watermark, a sequence guard or a price reference (docs/validation.md)."""
+
+    # Event time may run at most this far ahead of the symbol's watermark (replay and live).
+    max_ahead_s: float = Field(86_400.0, gt=0)
+    # Live only: at most this far ahead of the wall clock (exchange/host clock skew).
+    max_clock_ahead_s: float = Field(60.0, gt=0)
+    min_price: float = Field(1e-12, gt=0)
+    max_price: float = Field(1e9, gt=0)
+    max_size: float = Field(1e12, gt=0)  # trade size and bar volume
+    # A price more than max(move_floor, move_k x recent range) away (in log terms) from the
+    # last good price is quarantined unless `confirm` consecutive messages agree on it.
+    move_k: float = Field(50.0, gt=0)
+    move_floor: float = Field(0.25, gt=0)
+    confirm: int = Field(3, ge=1)
+
+    @model_validator(mode="after")
+    def _bounds(self) -> ValidationConfig:
+        if self.min_price >= self.max_price:
+            raise ValueError(
+                f"validation.min_price ({self.min_price}) must be < max_price ({self.max_price})"
+            )
+        return self
+
+
 class KafkaConfig(_Section):
     bootstrap: str = "127.0.0.1:9092"
     partitions: dict[str, int] = Field(default_factory=dict)  # topic -> count overrides
     batch_size: int = Field(10_000, gt=0)
+    # How long the broker may be unreachable (reads stall, deliveries unacknowledged) before a
+    # run fails with a one-line error; a broker back within it loses nothing.
+    outage_s: float = Field(30.0, gt=0)
 
 
 class ClickHouseConfig(_Section):
@@ -75,6 +104,15 @@ class ClickHouseConfig(_Section):
     # bounded by batch_seconds and the epoch flush.
     batch_rows: int = Field(50_000, ge=1_000)
     batch_seconds: float = Field(1.0, gt=0)
+    # A failed insert or connect is retried this many times, backing off from retry_backoff_s
+    # (doubling, capped at 8 s), then the run fails with a one-line error.
+    retries: int = Field(4, ge=0)
+    retry_backoff_s: float = Field(0.5, ge=0)
+
+
+class PaperConfig(_Section):
+    epoch_s: float = Field(2.0, gt=0)  # snapshot interval (Bytewax recovery epoch)
+    heartbeat_s: float = Field(10.0, gt=0)
 
 
 class Config(_Section):
@@ -87,6 +125,8 @@ class Config(_Section):
     risk: RiskConfig = RiskConfig()
     execution: ExecutionConfig = ExecutionConfig()
     portfolio: PortfolioConfig = PortfolioConfig()
+    validation: ValidationConfig = ValidationConfig()
+    paper: PaperConfig = PaperConfig()
     kafka: KafkaConfig = KafkaConfig()
     clickhouse: ClickHouseConfig = ClickHouseConfig()
 
@@ -96,7 +136,7 @@ class Config(_Section):
 
     def trading_json(self) -> str:
         """The config minus connection settings: what defines a run's results."""
-        return self.model_dump_json(exclude={"kafka", "clickhouse"})
+        return self.model_dump_json(exclude={"kafka", "clickhouse", "paper"})
 
     @field_validator("symbols")
     @classmethod
