@@ -6,9 +6,11 @@ from __future__ import annotations
 import multiprocessing
 import socket
 from collections.abc import Callable
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from bytewax.dataflow import Dataflow
+from bytewax.recovery import RecoveryConfig
 from bytewax.testing import cluster_main, run_main
 
 from dataflows.flow import FlowSinks
@@ -44,14 +46,22 @@ def flow_sinks(cfg: Config, run_id: str, publish: bool) -> FlowSinks:
     )
 
 
-def execute(flow: Dataflow, workers: int) -> None:
-    """Run in this process on `workers` threads (a multi-process cluster uses `bytewax.run`)."""
+def execute(
+    flow: Dataflow,
+    workers: int,
+    *,
+    epoch_interval: timedelta | None = None,
+    recovery: RecoveryConfig | None = None,
+) -> None:
+    """Run in this process on `workers` threads (a multi-process cluster uses `bytewax.run`).
+    `recovery` snapshots every stateful step each `epoch_interval` (paper mode resumes from it)."""
     if workers < 1:
         raise ValueError("workers must be >= 1")
+    kw: dict[str, Any] = {"epoch_interval": epoch_interval, "recovery_config": recovery}
     if workers == 1:
-        run_main(flow)
+        run_main(flow, **kw)
     else:
-        cluster_main(flow, [], 0, worker_count_per_proc=workers)
+        cluster_main(flow, [], 0, worker_count_per_proc=workers, **kw)
 
 
 def _free_ports(n: int) -> list[int]:
