@@ -95,6 +95,7 @@ def replay_source(spec: BacktestSpec, cfg: Config) -> tuple[Any, Kind, str]:
         batch_size=cfg.kafka.batch_size,
         tail=False,  # a backtest is bounded: stop at the end offsets seen at start
         speed=spec.speed,
+        outage_s=cfg.kafka.outage_s,
     )
     return kafka, topic_kind(topic), topic
 
@@ -107,7 +108,16 @@ def _replay_flow(
     cfg: Config, spec: BacktestSpec, run_id: str, src: Any, kind: Kind, source_name: str
 ) -> Dataflow:
     sinks = flow_sinks(cfg, run_id, _publish(spec))
-    return build_flow(cfg, src, sinks, kind=kind, symbols=spec.symbols, source_name=source_name)
+    return build_flow(
+        cfg,
+        src,
+        sinks,
+        kind=kind,
+        symbols=spec.symbols,
+        source_name=source_name,
+        # A record stamped inside the range whose payload says otherwise is a dead letter.
+        replay_range=(spec.start_ns, spec.end_ns),
+    )
 
 
 def _cluster_flow(cfg: Config, spec: BacktestSpec, run_id: str) -> Dataflow:

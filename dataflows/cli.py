@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import sys
+import threading
 from collections.abc import Iterable
 from pathlib import Path
 
 from rich.console import Console
 
+from dataflows.diagnostics import EXIT_USAGE, Diagnostics, pop_debug, report, watchdog
 from schemas.config import Config, data_dir, load_config
 
 # The demo's inputs live in the repository, wherever the command is run from.
@@ -18,7 +22,12 @@ DEMO_CONFIG = EXAMPLES / "sma_cross.toml"
 
 
 def _cfg(args: argparse.Namespace) -> Config:
-    return load_config(getattr(args, "config", None))
+    from infra.clickhouse import set_retry_defaults
+
+    cfg = load_config(getattr(args, "config", None))
+    # Every connect/insert of this command (not only the flow's sink) retries as configured.
+    set_retry_defaults(cfg.clickhouse.retries, cfg.clickhouse.retry_backoff_s)
+    return cfg
 
 
 def _symbols(args: argparse.Namespace, default: Iterable[str] = ()) -> tuple[str, ...]:
@@ -182,6 +191,12 @@ def cmd_lookahead(args: argparse.Namespace) -> int:
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="cryptoflow", description=__doc__)
+    p.add_argument(
+        "--debug",
+        action="store_true",
+        help="on failure, show the full traceback and component output (Rust, librdkafka, "
+        "chDB) on the terminal instead of one line and a log file",
+    )
     sub = p.add_subparsers(dest="verb", required=True)
 
     s = sub.add_parser("infra", help="manage the local Kafka broker (KRaft, single node)")
@@ -223,13 +238,23 @@ def parser() -> argparse.ArgumentParser:
     s.set_defaults(fn=cmd_backtest)
 
     s = sub.add_parser(
-        "paper", help="paper-trade: tail Kafka through the same flow, simulated fills"
+        "paper",
+        help="paper-trade: tail Kafka through the same flow, simulated fills; "
+        "SIGINT/SIGTERM stop cleanly, --run-id resumes",
     )
     s.add_argument("--source", required=True, help="kafka:<topic>, e.g. kafka:md.trades.v1")
     s.add_argument("--symbols", help="comma-separated; default: the config's symbols")
     s.add_argument("--config", help="TOML config file")
-    s.add_argument("--start", help="replay from this time first (warm-up); default: now")
-    s.add_argument("--run-id", help="default: paper-<UTC start time>")
+    s.add_argument(
+        "--start",
+        help="replay history from this UTC time first (warm-up), then tail; default: now "
+        "(only bars that arrive from now on)",
+    )
+    s.add_argument(
+        "--run-id",
+        help="default: paper-<UTC start time>; the id of a stopped run resumes it from its "
+        "last snapshot (same source, symbols and config)",
+    )
     s.add_argument("--workers", type=int, default=1)
     s.set_defaults(fn=cmd_paper)
 
@@ -279,12 +304,39 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
-    try:
-        return int(args.fn(args) or 0)
-    except (ValueError, FileNotFoundError) as exc:
-        Console(stderr=True).print(f"[red]error:[/] {exc}")
-        return 2
+    """Run one verb. On failure: one line on stderr and a non-zero exit code (2 usage/input,
+    3 component fault, 1 unexpected). Run as a program (`argv=None`), a failed command ends
+    with `os._exit`: after a fault, normal teardown (librdkafka threads, chDB) may hang."""
+    as_program = argv is None
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    debug = pop_debug(args_list)
+    args = parser().parse_args(args_list)
+    debug = debug or bool(getattr(args, "debug", False))
+    from infra import faults
+
+    faults.clear()
+    code = 0
+    diag = Diagnostics(args.verb, debug)
+    done = threading.Event()
+    with diag:
+        if as_program:
+            threading.Thread(target=watchdog, args=(diag, done), daemon=True).start()
+        try:
+            code = int(args.fn(args) or 0)
+        except SystemExit:
+            raise
+        except BaseException as exc:
+            code = report(exc, diag)
+        finally:
+            done.set()
+    if code in (0, EXIT_USAGE):
+        diag.discard_if_empty()
+    if code != 0 and as_program:
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        os._exit(code)
+    return code
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ sinks.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -27,14 +27,24 @@ from infra.clickhouse import TABLE_BY_CLASS
 from operators.execution import SimulatedExecution
 from operators.feature_engine import FeatureEngine
 from operators.features import FeatureSet, feature_set
+from operators.plausibility import BAR_RULES, ORDER_ONLY, Rules
 from operators.risk import MaxPositionNotional
 from operators.sizing import FractionOfEquity
 from operators.sleeve import Sleeve
 from operators.strategy_sma_cross import SmaCross
-from operators.validation import decode_batch, validate_batch
+from operators.validation import LIMITS, Limits, TimeWindow, decode_batch, validate_batch
 from schemas.codec import encode
 from schemas.config import Config
-from schemas.messages import Bar, DeadLetter, FeatureRow, Fill, Metric, Order, Trade
+from schemas.messages import (
+    NS_PER_SECOND,
+    Bar,
+    DeadLetter,
+    FeatureRow,
+    Fill,
+    Metric,
+    Order,
+    Trade,
+)
 
 if TYPE_CHECKING:  # annotations only: importing it would load polars for Kafka-only flows
     from dataflows.io.files import Kind
@@ -45,7 +55,8 @@ class FlowSinks:
     """Where outputs go. Any of them may be None (e.g. a unit test collects only `events`).
 
     clickhouse: items ("table", [messages]); orders/fills/dlq: items (key, json bytes);
-    events: every emitted message, one item each (tests, in-process reports).
+    events: every emitted message, one item each (tests, in-process reports);
+    monitor: the event batches as they are (counters for a heartbeat).
     """
 
     clickhouse: Sink[Any] | None = None
@@ -53,23 +64,48 @@ class FlowSinks:
     fills: Sink[Any] | None = None
     dlq: Sink[Any] | None = None
     events: Sink[Any] | None = None
+    monitor: Sink[Any] | None = None  # event batches, unflattened (heartbeat counters)
 
 
-def _decoder(kind: Kind, universe: frozenset[str], selected: frozenset[str], source: str):
+def _decoder(
+    kind: Kind,
+    universe: frozenset[str],
+    selected: frozenset[str],
+    source: str,
+    limits: Limits = LIMITS,
+    *,
+    clock: Callable[[], int] | None = None,
+    max_clock_ahead_ns: int = 60 * NS_PER_SECOND,
+    replay_range: tuple[int | None, int | None] | None = None,
+):
     cls: type[Trade] | type[Bar] = Trade if kind == "trades" else Bar
+    start, end = replay_range or (None, None)
+    fixed = (
+        TimeWindow(start, end, None, max_clock_ahead_ns)
+        if clock is None and (start is not None or end is not None)
+        else None
+    )
+
+    def origins(raws: list[Any]) -> Iterable[tuple[str, Any, int, str]]:
+        for i, m in enumerate(raws):
+            off = getattr(m, "offset", None)  # RawMessage; test doubles may lack it
+            origin = (
+                f"{source}/{m.partition}/{off}"
+                if off is not None
+                else f"{source}/t{m.timestamp_ms}/{i}"
+            )
+            yield m.key or "", m.value, m.timestamp_ms * 1_000_000, origin
 
     def decode(batch: list[Any]) -> list[tuple[str, list[Any]]]:
         """One source batch -> [(symbol, [messages...]), ..., ("_dlq", [dead letters])]."""
+        window = fixed
+        if clock is not None:  # live: the wall clock, read once per batch, bounds event time
+            window = TimeWindow(start, end, clock(), max_clock_ahead_ns)
         structs = [m for m in batch if isinstance(m, cls)]
         raws = [m for m in batch if not isinstance(m, cls)]
-        good, dead = decode_batch(
-            ((m.key or "", m.value, m.timestamp_ms * 1_000_000) for m in raws),
-            cls,
-            universe,
-            source,
-        )
+        good, dead = decode_batch(origins(raws), cls, universe, source, limits, window)
         if structs:  # already typed (file sources): validate only
-            ok, bad = validate_batch(structs, cls, universe, source)
+            ok, bad = validate_batch(structs, cls, universe, source, limits, window)
             good += ok
             dead += bad
         groups: dict[str, list[Any]] = defaultdict(list)
@@ -121,21 +157,34 @@ def market_stage(
     kind: Kind,
     selected: frozenset[str],
     source_name: str,
+    *,
+    clock: Callable[[], int] | None = None,
+    replay_range: tuple[int | None, int | None] | None = None,
 ) -> tuple[Any, Any]:
     """source -> (per-symbol keyed batches of bars, dead-letter batches)."""
-    raw = op.input("input", flow, source)
-    split = op.flat_map(
-        "decode", raw, _decoder(kind, frozenset(cfg.symbols), selected, source_name)
+    v = cfg.validation
+    decode = _decoder(
+        kind,
+        frozenset(cfg.symbols),
+        selected,
+        source_name,
+        Limits.from_config(v, cfg.bars),
+        clock=clock,
+        max_clock_ahead_ns=int(v.max_clock_ahead_s * NS_PER_SECOND),
+        replay_range=replay_range,
     )
+    raw = op.input("input", flow, source)
+    split = op.flat_map("decode", raw, decode)
     routed = op.branch("route_dlq", split, lambda kv: kv[0] != "_dlq")
     dead_in = op.map("dlq_batches", routed.falses, lambda kv: kv[1])
     keyed = op.map_value(
         "values", op.key_on("by_symbol", routed.trues, lambda kv: kv[0]), lambda kv: kv[1]
     )
     if kind == "trades":
-        interval_ns = cfg.bars.interval_s * 1_000_000_000
+        interval_ns = cfg.bars.interval_s * NS_PER_SECOND
         grace_ns = cfg.bars.grace_ms * 1_000_000
-        keyed = op.stateful("bars", keyed, lambda r: BarsLogic(interval_ns, grace_ns, r))
+        rules = Rules.for_trades(v, cfg.bars)
+        keyed = op.stateful("bars", keyed, lambda r: BarsLogic(interval_ns, grace_ns, r, rules))
     return keyed, dead_in
 
 
@@ -160,11 +209,17 @@ def _route(kv: tuple[str, list[Any]]) -> list[tuple[str, list[Any]]]:
     return list(groups.items())
 
 
-def features_stage(bars: Any, fs: FeatureSet, selected: frozenset[str], store: bool) -> Any:
+def features_stage(
+    bars: Any,
+    fs: FeatureSet,
+    selected: frozenset[str],
+    store: bool,
+    rules: Rules = BAR_RULES,
+) -> Any:
     """Per-symbol bar batches -> per-symbol batches of (bar, values) rows and messages.
 
     The features step is keyed by symbol, or by one group of all symbols when pair features need
-    them aligned by time."""
+    them aligned by time. `rules`: the bar plausibility guard (`bar_rules`)."""
     group = "+".join(sorted(selected))
     pair = bool(fs.refs)
     if pair:
@@ -172,11 +227,18 @@ def features_stage(bars: Any, fs: FeatureSet, selected: frozenset[str], store: b
     symbols = sorted(selected)
 
     def engine() -> FeatureEngine:
-        return FeatureEngine(fs.fresh(), symbols)
+        return FeatureEngine(fs.fresh(), symbols, rules)
 
     engine()  # fail now (e.g. a missing reference symbol), not inside the running flow
     feats = op.stateful("features", bars, lambda r: FeaturesLogic(engine, store, r))
     return op.flat_map("per_symbol", feats, _route) if pair else feats
+
+
+def bar_rules(cfg: Config, kind: Kind) -> Rules:
+    """The features step's bar guard: full plausibility for bars from the source; for bars we
+    built from (already guarded) trades only the ordering, as a real jump after a gap between
+    short trade captures may be followed by fewer than `confirm` bars."""
+    return Rules.for_bars(cfg.validation) if kind == "bars" else ORDER_ONLY
 
 
 def build_flow(
@@ -188,16 +250,24 @@ def build_flow(
     symbols: Iterable[str] | None = None,
     source_name: str = "source",
     flow_id: str = "cryptoflow",
+    clock: Callable[[], int] | None = None,
+    replay_range: tuple[int | None, int | None] | None = None,
 ) -> Dataflow:
     """Wire the trading flow. `source` yields batches (lists) of raw Kafka messages (objects with
-    .key/.value/.timestamp_ms) or of decoded `Trade`/`Bar` structs."""
+    .key/.value/.timestamp_ms/.partition/.offset) or of decoded `Trade`/`Bar` structs.
+
+    `clock` (live/paper: `time.time_ns`; None in replay) bounds event time by the wall clock
+    (cfg.validation.max_clock_ahead_s); `replay_range` [start, end) ns dead-letters messages
+    whose payload time falls outside the range a replay asked for."""
     selected = selected_symbols(cfg, symbols)
     fs = config_feature_set(cfg)
     per_sleeve_cash = cfg.sleeve_cash(len(selected))
 
     flow = Dataflow(flow_id)
-    bars, dead_in = market_stage(flow, cfg, source, kind, selected, source_name)
-    rows = features_stage(bars, fs, selected, cfg.features.store)
+    bars, dead_in = market_stage(
+        flow, cfg, source, kind, selected, source_name, clock=clock, replay_range=replay_range
+    )
+    rows = features_stage(bars, fs, selected, cfg.features.store, bar_rules(cfg, kind))
 
     def new_strategy(symbol: str) -> SmaCross:
         s = cfg.strategy
@@ -235,6 +305,8 @@ def _outputs(events: Any, sinks: FlowSinks) -> None:
                 op.flat_map(f"{name}_records", events, _kafka_records(cls, key_attr)),
                 sink,
             )
+    if sinks.monitor is not None:
+        op.output("monitor", events, sinks.monitor)
     if sinks.events is not None:
         op.output("events_out", op.flatten("flatten_events", events), sinks.events)
 
@@ -256,7 +328,10 @@ def build_feature_flow(
     selected = selected_symbols(cfg, symbols)
     flow = Dataflow(flow_id)
     bars, dead_in = market_stage(flow, cfg, source, kind, selected, source_name)
-    feats = op.key_rm("feature_batches", features_stage(bars, fs, selected, clickhouse is not None))
+    feats = op.key_rm(
+        "feature_batches",
+        features_stage(bars, fs, selected, clickhouse is not None, bar_rules(cfg, kind)),
+    )
     op.output("rows", feats, rows)
     if clickhouse is not None:
         _outputs(op.merge("with_dlq", feats, dead_in), FlowSinks(clickhouse=clickhouse))

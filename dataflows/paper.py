@@ -1,19 +1,62 @@
 """Paper trading: the same `build_flow` as a backtest, tailing a Kafka topic forever, with
-simulated execution. Orders and fills go to Kafka and ClickHouse as they happen."""
+simulated execution. Orders and fills go to Kafka and ClickHouse as they happen.
+
+A paper run survives restarts: every stateful step (bars, features, strategy, account) and the
+source position are snapshotted each `paper.epoch_s` by Bytewax recovery under
+`<data dir>/recovery/<run id>`, and SIGINT/SIGTERM stop cleanly (the last epoch commits, sinks
+flush; see dataflows/shutdown.py). Starting again with the same `--run-id` resumes from there
+with the same state and publishes no order twice (dataflows/io/resume.py).
+"""
 
 from __future__ import annotations
 
+import json
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
+from bytewax.recovery import RecoveryConfig, init_db_dir
 from rich.console import Console
 
 from dataflows.flow import build_flow
 from dataflows.io.kafka import KafkaRangeSource
+from dataflows.io.monitor import FlowStats, Heartbeat, MonitorSink
+from dataflows.io.resume import NoRepeatSink
+from dataflows.report import build_report, load_run, print_summary
 from dataflows.runner import execute, flow_sinks, record_run, topic_kind
+from dataflows.shutdown import StoppableSource, handle_signals
 from infra.clickhouse import connect, ensure_tables
-from schemas.config import Config
+from schemas.config import Config, data_dir
 from schemas.messages import RunInfo
+
+
+def recovery_dir(run_id: str) -> Path:
+    return data_dir() / "recovery" / run_id
+
+
+def _session(cfg: Config, run_id: str, topic: str, symbols: tuple[str, ...], start_ms: int):
+    """(recovery dir, start_ms, first wall time, resuming) — a resumed run must be the same run:
+    same source, symbols and trading config, or its snapshots would be applied to another flow."""
+    rdir = recovery_dir(run_id)
+    meta_path = rdir / "run.json"
+    want = {"topic": topic, "symbols": sorted(symbols), "config": json.loads(cfg.trading_json())}
+    if meta_path.is_file():
+        meta = json.loads(meta_path.read_text())
+        for field in ("topic", "symbols", "config"):
+            if meta[field] != want[field]:
+                raise ValueError(
+                    f"paper run {run_id!r} was started with a different {field} "
+                    f"({meta[field]!r}); resume it with the same --source/--symbols/--config, "
+                    f"or start a new run with another --run-id (or delete {rdir})"
+                )
+        return rdir, int(meta["start_ms"]), int(meta["started_ns"]), True
+    rdir.mkdir(parents=True, exist_ok=True)
+    init_db_dir(rdir, 1)
+    meta = {**want, "start_ms": start_ms, "started_ns": time.time_ns()}
+    tmp = meta_path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(meta, indent=2, sort_keys=True))
+    tmp.replace(meta_path)  # written last: a half-made directory is never taken for a run
+    return rdir, start_ms, int(meta["started_ns"]), False
 
 
 def run_paper(
@@ -26,44 +69,102 @@ def run_paper(
     workers: int = 1,
     console: Console | None = None,
 ) -> str:
-    """Runs until interrupted. `start_ns` replays history from there first (strategy warm-up);
-    default: only messages from now on."""
+    """Runs until SIGINT/SIGTERM. `start_ns` replays history from there first (strategy warm-up);
+    default: only messages from now on. An existing `run_id` resumes that run."""
     console = console or Console(stderr=True)
+    out = Console()
     now_ns = time.time_ns()  # the one wall-clock read: a paper session starts in real time
     run_id = run_id or "paper-" + datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     start_ms = (start_ns if start_ns is not None else now_ns) // 1_000_000
+    rdir, start_ms, started_ns, resuming = _session(cfg, run_id, topic, symbols, start_ms)
     ch = cfg.clickhouse
     client = connect(ch.dsn, ch.database)
     ensure_tables(client, ch.database)
+    info = RunInfo(
+        run_id=run_id,
+        ts_init=started_ns,
+        mode="paper",
+        source=f"kafka:{topic}",
+        start=start_ms * 1_000_000,
+        end=0,
+        symbols=",".join(sorted(symbols)),
+        config_json=cfg.trading_json(),
+    )
+    record_run(client, ch.database, info)
+    source = KafkaRangeSource(
+        cfg.kafka.bootstrap,
+        topic,
+        start_ms,
+        None,
+        batch_size=cfg.kafka.batch_size,
+        tail=True,
+        outage_s=cfg.kafka.outage_s,
+    )
+    sinks = flow_sinks(cfg, run_id, publish=True)
+    if resuming:  # outputs of an epoch that did not commit (a crash) are produced again
+        for name in ("orders", "fills", "dlq"):
+            inner = getattr(sinks, name)
+            setattr(sinks, name, NoRepeatSink(inner, cfg.kafka.bootstrap, inner.topic, run_id))
+    stats = FlowStats()
+    sinks.monitor = MonitorSink(stats)
+    flow = build_flow(
+        cfg,
+        StoppableSource(source),
+        sinks,
+        kind=topic_kind(topic),
+        symbols=symbols,
+        source_name=topic,
+        flow_id="paper",
+        clock=time.time_ns,  # live: event times ahead of the wall clock are implausible
+        replay_range=(start_ms * 1_000_000, None),
+    )
+    since = datetime.fromtimestamp(start_ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S")
+    verb = "resuming" if resuming else "starting"
+    out.print(
+        f"paper run {run_id}: {verb}, tailing {topic} from {since} UTC "
+        f"(snapshots in {rdir}; Ctrl-C or SIGTERM stops cleanly)",
+        highlight=False,
+    )
+
+    def beat(line: str) -> None:
+        out.print(f"paper {run_id} | {line}", highlight=False, soft_wrap=True)
+
+    with handle_signals(), Heartbeat(stats, cfg.paper.heartbeat_s, beat):
+        execute(
+            flow,
+            workers,
+            epoch_interval=timedelta(seconds=cfg.paper.epoch_s),
+            recovery=RecoveryConfig(rdir),
+        )
+    beat(stats.line(time.time_ns()))
+    repeats = sum(
+        s.skipped for s in (sinks.orders, sinks.fills, sinks.dlq) if isinstance(s, NoRepeatSink)
+    )
+    if repeats:
+        out.print(
+            f"resume: {repeats} messages replayed from the interrupted epoch were already "
+            "on Kafka: not published again"
+        )
+    _close(cfg, client, info, symbols, out)
+    return run_id
+
+
+def _close(cfg: Config, client, info: RunInfo, symbols: tuple[str, ...], out: Console) -> None:
+    """The run's end and summary (over every session of the run, from ClickHouse)."""
+    ch = cfg.clickhouse
+    fills, equity = load_run(client, ch.database, info.run_id)
+    per = cfg.sleeve_cash(len(symbols))
+    summary, _, _ = build_report(fills, equity, {s: per for s in sorted(symbols)})
     record_run(
         client,
         ch.database,
         RunInfo(
-            run_id=run_id,
-            ts_init=now_ns,
-            mode="paper",
-            source=f"kafka:{topic}",
-            start=start_ms * 1_000_000,
-            end=0,
-            symbols=",".join(sorted(symbols)),
-            config_json=cfg.trading_json(),
+            **{
+                **{f: getattr(info, f) for f in info.__struct_fields__},
+                "end": time.time_ns(),
+                "summary_json": json.dumps(summary.to_dict(), sort_keys=True),
+            }
         ),
     )
-    source = KafkaRangeSource(
-        cfg.kafka.bootstrap, topic, start_ms, None, batch_size=cfg.kafka.batch_size, tail=True
-    )
-    flow = build_flow(
-        cfg,
-        source,
-        flow_sinks(cfg, run_id, publish=True),
-        kind=topic_kind(topic),
-        symbols=symbols,
-        source_name=topic,
-        flow_id=run_id,
-    )
-    console.print(f"paper run [bold]{run_id}[/] tailing {topic} (Ctrl-C to stop)")
-    try:
-        execute(flow, workers)
-    except KeyboardInterrupt:
-        console.print(f"paper run {run_id} stopped")
-    return run_id
+    out.print(f"paper run {info.run_id} stopped; resume it with --run-id {info.run_id}")
+    print_summary(summary, info.run_id, out, mode="paper")

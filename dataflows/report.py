@@ -96,9 +96,11 @@ def _plot(path: Path, ts: np.ndarray, eq: np.ndarray, title: str) -> None:
     plt.close(fig)
 
 
-def print_summary(summary: Summary, run_id: str, console: Console | None = None) -> None:
+def print_summary(
+    summary: Summary, run_id: str, console: Console | None = None, mode: str = "backtest"
+) -> None:
     console = console or Console()
-    t = Table(title=f"backtest {run_id}", show_header=False)
+    t = Table(title=f"{mode} {run_id}", show_header=False)
     d = summary.to_dict()
 
     def pct(v: float | None) -> str:

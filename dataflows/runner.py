@@ -1,10 +1,24 @@
 """What backtest and paper runs share: the sinks for a run id, executing a flow on N worker
-threads, and recording the run's metadata."""
+threads, and recording the run's metadata.
+
+Faults (docs/faults.md): a step that hits a component fault raises `infra.faults.Fault`;
+Bytewax wraps it in its runtime error (and Rust prints a panic to fd 2). `execute` and
+`execute_cluster` re-raise the process's first fault as a plain `Fault`, so callers (the CLI)
+get the one-line cause instead of the wrapper.
+"""
 
 from __future__ import annotations
 
+import json
 import multiprocessing
+import multiprocessing.connection
+import os
+import shutil
 import socket
+import sys
+import tempfile
+import time
+import traceback
 from collections.abc import Callable
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
@@ -15,7 +29,9 @@ from bytewax.testing import cluster_main, run_main
 
 from dataflows.flow import FlowSinks
 from dataflows.io.clickhouse import ClickHouseSink
+from infra import faults
 from infra.clickhouse import BatchWriter
+from infra.faults import Fault
 from schemas.config import Config
 from schemas.messages import RunInfo
 from schemas.topics import DLQ, FILLS, ORDERS
@@ -37,13 +53,39 @@ def flow_sinks(cfg: Config, run_id: str, publish: bool) -> FlowSinks:
 
         headers = [("run_id", run_id.encode())]
         kafka = {
-            name: KafkaCheckedSink(cfg.kafka.bootstrap, topic.name, headers=headers)
+            name: KafkaCheckedSink(
+                cfg.kafka.bootstrap, topic.name, headers=headers, outage_s=cfg.kafka.outage_s
+            )
             for name, topic in (("orders", ORDERS), ("fills", FILLS), ("dlq", DLQ))
         }
     return FlowSinks(
-        clickhouse=ClickHouseSink(ch.dsn, ch.database, run_id, ch.batch_rows, ch.batch_seconds),
+        clickhouse=ClickHouseSink(
+            ch.dsn,
+            ch.database,
+            run_id,
+            ch.batch_rows,
+            ch.batch_seconds,
+            retries=ch.retries,
+            retry_backoff_s=ch.retry_backoff_s,
+        ),
         **kafka,
     )
+
+
+def find_fault(exc: BaseException | None) -> Fault | None:
+    """The first `Fault` in `exc`'s chain (`__cause__`, then `__context__`), if any."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, Fault):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def fault_of(exc: BaseException | None) -> Fault | None:
+    """The fault behind a failure: the process's first recorded one, else one in the chain."""
+    return faults.first() or find_fault(exc)
 
 
 def execute(
@@ -58,10 +100,18 @@ def execute(
     if workers < 1:
         raise ValueError("workers must be >= 1")
     kw: dict[str, Any] = {"epoch_interval": epoch_interval, "recovery_config": recovery}
-    if workers == 1:
-        run_main(flow, **kw)
-    else:
-        cluster_main(flow, [], 0, worker_count_per_proc=workers, **kw)
+    faults.clear()
+    try:
+        if workers == 1:
+            run_main(flow, **kw)
+        else:
+            cluster_main(flow, [], 0, worker_count_per_proc=workers, **kw)
+    except Exception as exc:
+        fault = fault_of(exc)
+        if fault is None:
+            raise
+        # A fresh Fault: the recorded one sits inside `exc`'s chain (no cycle in tracebacks).
+        raise Fault(fault.component, fault.what, fault.check) from exc
 
 
 def _free_ports(n: int) -> list[int]:
@@ -75,25 +125,82 @@ def _free_ports(n: int) -> list[int]:
             s.close()
 
 
-def _cluster_process(build: Callable[[], Dataflow], addresses: list[str], proc: int, workers: int):
-    cluster_main(build(), addresses, proc, worker_count_per_proc=workers)
+def _cluster_process(
+    build: Callable[[], Dataflow],
+    addresses: list[str],
+    proc: int,
+    workers: int,
+    fault_file: str | None = None,
+) -> None:
+    try:
+        cluster_main(build(), addresses, proc, worker_count_per_proc=workers)
+    except BaseException as exc:
+        # Tell the parent the cause, then exit now: librdkafka or chDB teardown may hang.
+        fault = fault_of(exc)
+        try:
+            traceback.print_exc()  # fd 2: the parent's log (or terminal with --debug)
+            if fault is not None and fault_file:
+                with open(fault_file, "w") as fh:
+                    json.dump([fault.component, fault.what, fault.check], fh)
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(3 if fault is not None else 1)
+
+
+# After one cluster process failed, how long the others get to exit on their own (peers of a
+# dead process may never notice), before they are terminated, then killed.
+CLUSTER_GRACE_S = 10.0
 
 
 def execute_cluster(build: Callable[[], Dataflow], processes: int, workers: int = 1) -> None:
     """Run a Bytewax cluster of `processes` local processes (each with `workers` threads) that
     talk over loopback, and wait for all of them. `build` must pickle (it runs in each child).
-    For machines of their own, run `cluster_main` with the same addresses on each host."""
+    For machines of their own, run `cluster_main` with the same addresses on each host.
+
+    When a process fails, the rest get `CLUSTER_GRACE_S` before they are stopped; a component
+    fault in any of them is raised here as a `Fault`, anything else as a RuntimeError."""
     addresses = [f"127.0.0.1:{p}" for p in _free_ports(processes)]
     ctx = multiprocessing.get_context("spawn")  # no forked Kafka/chDB handles in the children
+    tmp = tempfile.mkdtemp(prefix="cryptoflow-cluster-")
+    fault_files = [os.path.join(tmp, f"fault-{i}.json") for i in range(processes)]
     procs = [
-        ctx.Process(target=_cluster_process, args=(build, addresses, i, workers), daemon=True)
+        ctx.Process(
+            target=_cluster_process,
+            args=(build, addresses, i, workers, fault_files[i]),
+            daemon=True,
+        )
         for i in range(processes)
     ]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join()
+    faults.clear()
+    try:
+        for p in procs:
+            p.start()
+        grace_until: float | None = None
+        while alive := [p for p in procs if p.exitcode is None]:
+            if grace_until is None and any(p.exitcode not in (None, 0) for p in procs):
+                grace_until = time.monotonic() + CLUSTER_GRACE_S
+            if grace_until is not None and time.monotonic() >= grace_until:
+                for p in alive:
+                    p.terminate()
+                for p in alive:
+                    p.join(3.0)
+                    if p.exitcode is None:
+                        p.kill()
+                        p.join(3.0)
+                break
+            multiprocessing.connection.wait([p.sentinel for p in alive], timeout=0.5)
+        found: Fault | None = None
+        for path in fault_files:
+            if found is None and os.path.exists(path):
+                with open(path) as fh:
+                    component, what, check = json.load(fh)
+                found = faults.raise_fault(component, what, check)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     failed = [i for i, p in enumerate(procs) if p.exitcode != 0]
+    if found is not None:
+        raise found
     if failed:
         raise RuntimeError(
             f"cluster processes {failed} failed (exit codes {[procs[i].exitcode for i in failed]})"

@@ -9,8 +9,10 @@ from typing import Any
 
 from bytewax.operators import StatefulLogic
 
+from dataflows.shutdown import stopping
 from operators.bars import BarBuilder
 from operators.feature_engine import FeatureEngine, Out
+from operators.plausibility import Rules
 from operators.sleeve import Sleeve
 from operators.validation import dead_letter_for
 from schemas.messages import Bar, FeatureRow, Metric, Trade
@@ -29,31 +31,57 @@ class _Shim(StatefulLogic[Batch, Batch, Any]):
 
 
 class BarsLogic(_Shim):
-    """Trades -> closed bars; late and duplicate trades become dead letters."""
+    """Trades -> closed bars; implausible, late and duplicate trades become dead letters
+    (origin "bars:<symbol>:<n>", n counted in the builder's state)."""
 
-    def __init__(self, interval_ns: int, grace_ns: int, resume: BarBuilder | None) -> None:
+    def __init__(
+        self,
+        interval_ns: int,
+        grace_ns: int,
+        resume: BarBuilder | None,
+        rules: Rules | None = None,
+    ) -> None:
         self.interval_ns = interval_ns
         self.grace_ns = grace_ns
+        self.rules = rules
         self.state: BarBuilder | None = resume
 
+    @staticmethod
+    def _dead(st: BarBuilder, n0: int, rejects: list[tuple[Trade, str]], out: Batch) -> None:
+        sym = st.symbol
+        for i, (t, reason) in enumerate(rejects, n0 + 1):
+            out.append(dead_letter_for(t, "bars", reason, f"bars:{sym}:{i}"))
+
     def on_item(self, value: list[Trade]) -> tuple[list[Batch], bool]:
-        if self.state is None:
-            self.state = BarBuilder(value[0].symbol, self.interval_ns, self.grace_ns)
-        bars, rejects = self.state.update(value)
+        st = self.state
+        if st is None:
+            st = self.state = BarBuilder(
+                value[0].symbol, self.interval_ns, self.grace_ns, self.rules
+            )
+        n0 = st.rejected
+        bars, rejects = st.update(value)
         out: Batch = list(bars)
-        out.extend(dead_letter_for(t, "bars", reason) for t, reason in rejects)
+        if rejects:
+            self._dead(st, n0, rejects, out)
         return ([out] if out else []), self.RETAIN
 
     def on_eof(self) -> tuple[list[Batch], bool]:
+        if stopping():  # a requested stop, not the end of the data: keep state for the resume
+            return [], self.RETAIN
         st = self.state
         if st is None:
             return [], self.RETAIN
-        out: Batch = list(st.flush())
+        out: Batch = []
+        n0 = st.rejected
+        self._dead(st, n0, st.flush_quarantine(), out)
+        out += st.flush()
         ts = st.watermark
         labels = f"symbol={st.symbol}"
+        quarantined = 0 if st.guard is None else st.guard.quarantined
         out += [
             Metric("trades_late", ts, ts, float(st.late), labels),
             Metric("trades_duplicate", ts, ts, float(st.duplicates), labels),
+            Metric("trades_quarantined", ts, ts, float(quarantined), labels),
             Metric("bars_built", ts, ts, float(st.bars_emitted), labels),
         ]
         return [out], self.RETAIN
@@ -72,12 +100,14 @@ class FeaturesLogic(_Shim):
         self.store = store
         self.state: FeatureEngine | None = resume
 
-    def _emit(self, rows: list[Out], out: Batch) -> None:
+    def _emit(self, rows: list[Out], out: Batch, counts: dict[str, int]) -> None:
+        """`counts`: the engine's reject counters before the update (dead-letter numbers)."""
         fs = self.state.template  # type: ignore[union-attr]
         name, version, store = fs.name, fs.version, self.store
         for bar, v in rows:
             if type(v) is str:
-                out.append(dead_letter_for(bar, "features", v))
+                n = counts[bar.symbol] = counts.get(bar.symbol, 0) + 1
+                out.append(dead_letter_for(bar, "features", v, f"features:{bar.symbol}:{n}"))
                 continue
             out.append((bar, v))
             if store:  # right after its row: the event order never depends on batching
@@ -87,14 +117,18 @@ class FeaturesLogic(_Shim):
         if self.state is None:
             self.state = self.factory()
         out: Batch = [m for m in value if type(m) is not Bar]  # dead letters, metrics
-        self._emit(self.state.update([m for m in value if type(m) is Bar]), out)
+        counts = dict(self.state.rejected)
+        self._emit(self.state.update([m for m in value if type(m) is Bar]), out, counts)
         return ([out] if out else []), self.RETAIN
 
     def on_eof(self) -> tuple[list[Batch], bool]:
+        if stopping():  # a requested stop, not the end of the data: keep state for the resume
+            return [], self.RETAIN
         if self.state is None:
             return [], self.RETAIN
         out: Batch = []
-        self._emit(self.state.flush(), out)
+        counts = dict(self.state.rejected)
+        self._emit(self.state.flush(), out, counts)
         return ([out] if out else []), self.RETAIN
 
 
@@ -130,6 +164,8 @@ class TraderLogic(_Shim):
         return ([out] if out else []), self.RETAIN
 
     def on_eof(self) -> tuple[list[Batch], bool]:
+        if stopping():  # a requested stop, not the end of the data: keep state for the resume
+            return [], self.RETAIN
         if self.state is None:
             return [], self.RETAIN
         snap = self.state[1].final_snapshot()

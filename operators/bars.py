@@ -6,6 +6,9 @@ boundaries fall cannot change the output. A closed bucket is never reopened: a l
 is counted as late and handed back to the caller (to a dead-letter output), so no bar is emitted
 twice. Open/close are the trades with the smallest/largest (ts_event, trade_id), and volumes are
 summed in exact fixed point, so arrival order inside the grace window does not matter.
+
+With `rules`, every trade first passes the symbol's plausibility guard (operators/plausibility.py):
+a quarantined trade never reaches a bucket, so it can never move the watermark.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from operators.fixedpoint import SCALE, to_fp
+from operators.plausibility import Plausibility, Rules
 from schemas.messages import Bar, Trade
 
 
@@ -34,9 +38,14 @@ class _Bucket:
 class BarBuilder:
     """State for one symbol. `update(trades) -> (bars, rejects)`; rejects are (trade, reason)."""
 
-    def __init__(self, symbol: str, interval_ns: int, grace_ns: int) -> None:
+    def __init__(
+        self, symbol: str, interval_ns: int, grace_ns: int, rules: Rules | None = None
+    ) -> None:
         if interval_ns <= 0 or grace_ns < 0:
             raise ValueError("interval_ns must be > 0 and grace_ns >= 0")
+        self.guard: Plausibility[Trade] | None = (
+            None if rules is None else Plausibility(rules, ordered=False, kind="trade")
+        )
         self.symbol = symbol
         self.interval_ns = interval_ns
         self.grace_ns = grace_ns
@@ -53,6 +62,8 @@ class BarBuilder:
         rejects: list[tuple[Trade, str]] = []
         interval = self.interval_ns
         buckets = self._buckets
+        if self.guard is not None:
+            trades = self._plausible(trades, rejects)
         for t in trades:
             ts = t.ts_event
             start = ts - ts % interval
@@ -92,6 +103,31 @@ class BarBuilder:
                 if ts >= self._deadline:
                     self._close_until(ts - self.grace_ns, bars)
         return bars, rejects
+
+    def _plausible(
+        self, trades: Iterable[Trade], rejects: list[tuple[Trade, str]]
+    ) -> Iterable[Trade]:
+        check = self.guard.check  # type: ignore[union-attr]
+        for t in trades:
+            verdicts = check(t)
+            if verdicts is None:
+                yield t
+                continue
+            for m, reason in verdicts:
+                if reason is None:
+                    yield m
+                else:
+                    rejects.append((m, reason))
+
+    def flush_quarantine(self) -> list[tuple[Trade, str]]:
+        """End of input: trades still held by the guard (never confirmed) are rejected."""
+        return [] if self.guard is None else [(t, r) for t, r in self.guard.flush() if r]
+
+    @property
+    def rejected(self) -> int:
+        """Every trade rejected so far (late, duplicate, quarantined): a dead-letter counter."""
+        q = 0 if self.guard is None else self.guard.quarantined
+        return self.late + self.duplicates + q
 
     def flush(self) -> list[Bar]:
         """Emit every open bucket (end of a bounded replay). Later trades for them are late."""

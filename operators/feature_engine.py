@@ -1,5 +1,9 @@
-"""Features for a group of symbols: sequence guard, one FeatureSet per symbol, and the time
+"""Features for a group of symbols: plausibility guard, one FeatureSet per symbol, and the time
 alignment that pair (cross-asset) features need.
+
+Each symbol's bars pass its `Plausibility` guard first (operators/plausibility.py): duplicates and
+rewinds are rejected, bars implausible in time or price are held until confirmed (released in
+order) or refuted (rejected), so one hostile bar never moves the sequence or the price reference.
 
 Without pair features each bar is processed as it arrives. With them, a bar at open time t is
 held until every symbol of the group has shown a bar at or after t (so the reference symbol's bar
@@ -14,7 +18,7 @@ from collections import deque
 from collections.abc import Sequence
 
 from operators.features.featureset import FeatureSet
-from operators.validation import BarSequenceGuard
+from operators.plausibility import BAR_RULES, Plausibility, Rules
 from schemas.messages import Bar
 
 Row = tuple[Bar, tuple[float, ...]]
@@ -23,7 +27,9 @@ Out = tuple[Bar, tuple[float, ...] | str]
 
 
 class FeatureEngine:
-    def __init__(self, template: FeatureSet, symbols: Sequence[str]) -> None:
+    def __init__(
+        self, template: FeatureSet, symbols: Sequence[str], rules: Rules = BAR_RULES
+    ) -> None:
         self.symbols = tuple(sorted(set(symbols)))
         missing = sorted(template.refs - set(self.symbols))
         if missing:
@@ -33,8 +39,12 @@ class FeatureEngine:
             )
         self.template = template
         self.sets: dict[str, FeatureSet] = {}  # made on a symbol's first bar
-        # Symbol order is the release order; a guard's last_ts is its symbol's last accepted bar.
-        self.guards = {s: BarSequenceGuard() for s in self.symbols}
+        # Symbol order is the release order; a guard's watermark is its symbol's last accepted bar.
+        self.guards: dict[str, Plausibility[Bar]] = {
+            s: Plausibility(rules, ordered=True) for s in self.symbols
+        }
+        # Rejected bars per symbol so far: numbers each dead letter ("features:<symbol>:<n>").
+        self.rejected: dict[str, int] = {}
         self.align = bool(template.refs) and len(self.symbols) > 1
         self._pending: dict[str, deque[Bar]] = {s: deque() for s in self.symbols}
 
@@ -53,23 +63,37 @@ class FeatureEngine:
             sym = bar.symbol
             guard = self.guards.get(sym)
             if guard is None:
-                rows.append((bar, f"symbol not in feature group {list(self.symbols)}"))
+                self._reject(rows, bar, f"symbol not in feature group {list(self.symbols)}")
                 continue
-            problem = guard.check(bar)
-            if problem is not None:
-                rows.append((bar, problem))
+            verdicts = guard.check(bar)
+            if verdicts is None:
+                self._take(rows, bar)
                 continue
-            if self.align:
-                self._pending[sym].append(bar)
-            else:
-                rows.append((bar, self._set(sym).update(bar)))
+            for b, problem in verdicts:
+                if problem is None:
+                    self._take(rows, b)
+                else:
+                    self._reject(rows, b, problem)
         if self.align:
             self._release(rows, final=False)
         return rows
 
+    def _take(self, rows: list[Out], bar: Bar) -> None:
+        if self.align:
+            self._pending[bar.symbol].append(bar)
+        else:
+            rows.append((bar, self._set(bar.symbol).update(bar)))
+
+    def _reject(self, rows: list[Out], bar: Bar, reason: str) -> None:
+        self.rejected[bar.symbol] = self.rejected.get(bar.symbol, 0) + 1
+        rows.append((bar, reason))
+
     def flush(self) -> list[Out]:
         """Release everything held (end of input)."""
         rows: list[Out] = []
+        for guard in self.guards.values():  # candidates never confirmed, in symbol order
+            for bar, problem in guard.flush():
+                self._reject(rows, bar, problem or "")
         if self.align:
             self._release(rows, final=True)
         return rows
@@ -77,7 +101,7 @@ class FeatureEngine:
     def _release(self, rows: list[Out], final: bool) -> None:
         pending = self._pending
         # Every symbol has shown its bars up to `limit` (-1: a symbol has sent none yet).
-        limit = min(-1 if g.last_ts is None else g.last_ts for g in self.guards.values())
+        limit = min(g.watermark for g in self.guards.values())
         while True:
             heads = [q[0].ts_event for q in pending.values() if q]
             if not heads:

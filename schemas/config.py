@@ -66,7 +66,9 @@ class ValidationConfig(_Section):
     """What a plausible market-data message is; anything else is dead-lettered with a reason and
     never moves a watermark, a sequence guard or a price reference (docs/validation.md)."""
 
-    # Event time may run at most this far ahead of the symbol's watermark (replay and live).
+    # Event time may run at most this far ahead of the symbol's watermark (replay and live);
+    # further ahead is held until confirmed. Trades are held beyond the bar grace period already
+    # (a trade further ahead would make real trades late), at most this far.
     max_ahead_s: float = Field(86_400.0, gt=0)
     # Live only: at most this far ahead of the wall clock (exchange/host clock skew).
     max_clock_ahead_s: float = Field(60.0, gt=0)

@@ -168,6 +168,10 @@ class DeadLetter(Message, frozen=True):
     payload: str  # the raw payload (utf-8, or repr of bytes)
     key: str = ""
     ts_event: int = 0
+    # Where in the input it came from, unique within a run and the same on every rerun and
+    # worker count: "<topic>/<partition>/<offset>" for Kafka records, the row's natural key for
+    # file rows, "<step>:<symbol>:<n>" for rejects of stateful steps. The table key.
+    origin: str = ""
 
 
 class RunInfo(Message, frozen=True):

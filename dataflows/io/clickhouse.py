@@ -18,6 +18,9 @@ Delivery: the partition flushes all buffers in `snapshot()` (end of every epoch)
 Tables are idempotent on replay (ReplacingMergeTree by natural key), so at-least-once is enough.
 Time-based flushes happen only when items arrive (a sink has no timer); the epoch snapshot
 bounds the staleness to one epoch interval.
+
+Faults: connecting and every insert are retried `retries` times with backoff from
+`retry_backoff_s` (cfg.clickhouse), then the step raises a one-line `infra.faults.Fault`.
 """
 
 from __future__ import annotations
@@ -30,7 +33,16 @@ import msgspec
 from bytewax.dataflow import Stream, operator
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
-from infra.clickhouse import TABLE_BY_CLASS, BatchWriter, ClickHouseError, connect, ensure_tables
+from infra import faults
+from infra.clickhouse import (
+    TABLE_BY_CLASS,
+    BatchWriter,
+    ClickHouseError,
+    connect,
+    ensure_tables,
+    fault_for,
+)
+from infra.faults import Fault
 
 PART = "clickhouse"
 
@@ -43,10 +55,29 @@ def _table_of(struct: msgspec.Struct) -> str:
 
 
 class _ClickHousePartition(StatefulSinkPartition[Any, None]):
+    """After a fault (here or anywhere in the process) `close()` writes nothing and never
+    raises: Bytewax calls it while unwinding from the failure, and a second exception there is
+    a "panic in a destructor", which aborts the process (chDB's abort handler then stalls it
+    for minutes). The rows of the failed epoch are not committed; a rerun or resume replays
+    them (idempotent tables)."""
+
     def __init__(self, writer: BatchWriter) -> None:
         self.writer = writer
+        self._dead = False
+
+    def _guard(self, fn: Any) -> None:
+        try:
+            fn()
+        except BaseException:
+            self._dead = True
+            raise
 
     def write_batch(self, values: list[Any]) -> None:
+        if self._dead:
+            return
+        self._guard(lambda: self._write(values))
+
+    def _write(self, values: list[Any]) -> None:
         add = self.writer.add
         for value in values:
             if isinstance(value, tuple):  # (table_name, struct | [structs]) from clickhouse_output
@@ -61,11 +92,14 @@ class _ClickHousePartition(StatefulSinkPartition[Any, None]):
 
     def snapshot(self) -> None:
         # No resume position: replays are idempotent. Flushing makes the epoch durable.
-        self.writer.flush()
+        if not self._dead:
+            self._guard(self.writer.flush)
         return None
 
     def close(self) -> None:
-        self.writer.flush()
+        if self._dead or faults.first() is not None:
+            return
+        self._guard(self.writer.flush)
 
 
 class ClickHouseSink(FixedPartitionedSink[Any, None]):
@@ -78,12 +112,17 @@ class ClickHouseSink(FixedPartitionedSink[Any, None]):
         run_id: str,
         batch_rows: int = 1000,
         batch_seconds: float = 1.0,
+        *,
+        retries: int | None = None,
+        retry_backoff_s: float | None = None,
     ) -> None:
         self.dsn = dsn
         self.database = database
         self.run_id = run_id
         self.batch_rows = batch_rows
         self.batch_seconds = batch_seconds
+        self.retries = retries  # None: infra.clickhouse's process default
+        self.retry_backoff_s = retry_backoff_s
         self.writer: BatchWriter | None = None  # the built partition's writer (tests, metrics)
 
     def list_parts(self) -> list[str]:
@@ -96,10 +135,23 @@ class ClickHouseSink(FixedPartitionedSink[Any, None]):
     def build_part(
         self, step_id: str, for_part: str, resume_state: None
     ) -> StatefulSinkPartition[Any, None]:
-        client = connect(self.dsn, self.database)
-        ensure_tables(client, self.database)
+        client = connect(
+            self.dsn, self.database, retries=self.retries, backoff_s=self.retry_backoff_s
+        )
+        try:
+            ensure_tables(client, self.database)
+        except Fault:
+            raise
+        except Exception as ex:
+            raise fault_for(client, f"creating the tables of {self.database}", ex) from ex
         self.writer = BatchWriter(
-            client, self.database, self.run_id, self.batch_rows, self.batch_seconds
+            client,
+            self.database,
+            self.run_id,
+            self.batch_rows,
+            self.batch_seconds,
+            retries=self.retries,
+            retry_backoff_s=self.retry_backoff_s,
         )
         return _ClickHousePartition(self.writer)
 

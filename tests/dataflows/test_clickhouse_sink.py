@@ -10,7 +10,10 @@ from bytewax.dataflow import Dataflow
 from bytewax.testing import TestingSource, cluster_main, run_main
 
 from dataflows.io.clickhouse import ClickHouseSink, clickhouse_output
+from dataflows.runner import execute
 from infra import clickhouse as ch
+from infra import faults
+from infra.faults import Fault
 from schemas.messages import NS_PER_MINUTE, Bar, Fill, Trade
 
 T0 = 1_700_000_000_000_000_000
@@ -127,3 +130,42 @@ def test_unknown_struct_type_is_an_error(ch_dsn: str, ch_db: str) -> None:
     intent = OrderIntent("i1", "BTCUSDT", T0, T0, "buy")
     with pytest.raises(ch.ClickHouseError, match="OrderIntent"):
         part.write_batch([intent])
+
+
+def test_sink_retries_then_faults_and_close_stays_quiet(ch_dsn: str, ch_db: str) -> None:
+    """After a fault, `close()` (which Bytewax calls while unwinding) neither writes nor raises:
+    a second exception there would abort the process."""
+    faults.clear()
+    try:
+        sink = ClickHouseSink(ch_dsn, ch_db, "fault", retries=1, retry_backoff_s=0.01)
+        part = sink.build_part("ch", "clickhouse", None)
+        part.write_batch([trade(i) for i in range(5)])
+        ch.connect(ch_dsn, ch_db).command(f"DROP TABLE `{ch_db}`.trades")
+        with pytest.raises(Fault, match=r"clickhouse: insert of 5 rows .*\(2 attempts\)"):
+            part.snapshot()
+        part.close()  # no exception
+        part.write_batch([trade(9)])  # ignored: the run is failing
+    finally:
+        faults.clear()
+
+
+def test_flow_fault_surfaces_from_execute(ch_dsn: str, ch_db: str) -> None:
+    """Bytewax wraps the step's exception (and Rust panics); `execute` re-raises the Fault."""
+    client = ch.connect(ch_dsn, ch_db)
+
+    def drop_once(item: tuple[str, Trade]) -> tuple[str, Trade]:
+        if item[1].trade_id == 3:  # the table vanishes mid-run: a real insert failure
+            client.command(f"DROP TABLE IF EXISTS `{ch_db}`.trades")
+        return item
+
+    flow = Dataflow("ch_fault")
+    src = op.input("in", flow, TestingSource([("trades", trade(i)) for i in range(10)]))
+    sink = ClickHouseSink(ch_dsn, ch_db, "f", batch_rows=1000, retries=0)
+    clickhouse_output("ch", op.map("drop", src, drop_once), sink)
+    try:
+        with pytest.raises(Fault) as info:
+            execute(flow, 1)
+        assert str(info.value).startswith(f"clickhouse: insert of 10 rows into {ch_db}.trades")
+        assert info.value.__cause__ is not None  # Bytewax's error, kept for the details log
+    finally:
+        faults.clear()

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import socket
+import subprocess
+import sys
 import time
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Literal
 
 import msgspec
@@ -10,6 +16,8 @@ import polars as pl
 import pytest
 
 from infra import clickhouse as ch
+from infra import faults
+from infra.faults import Fault
 from schemas.messages import (
     NS_PER_MINUTE,
     Bar,
@@ -26,6 +34,7 @@ from schemas.messages import (
     Signal,
     Trade,
 )
+from tests.paths import ROOT
 
 T0 = 1_700_000_000_123_456_789  # ns: sub-microsecond digits check DateTime64(9) precision
 
@@ -232,21 +241,140 @@ def test_batch_writer_thresholds(ch_dsn: str, ch_db: str) -> None:
     assert w.flush() == 0 and w.inserts == 4  # nothing buffered: no empty insert
 
 
-def test_failed_insert_raises_and_keeps_rows(ch_dsn: str, ch_db: str) -> None:
+@pytest.fixture
+def _no_faults() -> Iterator[None]:
+    """Faults are recorded process-wide (first one wins): forget the ones a test provoked."""
+    faults.clear()
+    yield
+    faults.clear()
+
+
+def test_failed_insert_raises_and_keeps_rows(ch_dsn: str, ch_db: str, _no_faults: None) -> None:
     client = ch.connect(ch_dsn, ch_db)
     ch.ensure_tables(client, ch_db, ["orders"])
-    w = ch.BatchWriter(client, ch_db, "f", batch_rows=10_000)
+    w = ch.BatchWriter(client, ch_db, "f", batch_rows=10_000, retries=0)
     w.add("orders", samples("orders", 7))
     client.command(f"DROP TABLE `{ch_db}`.orders")
-    with pytest.raises(ch.ClickHouseWriteError) as info:
+    with pytest.raises(Fault) as info:
         w.flush()
-    err = info.value
+    fault = info.value
+    assert fault.component == "clickhouse"
+    assert f"insert of 7 rows into {ch_db}.orders failed" in str(fault)
+    assert "UNKNOWN_TABLE" in str(fault) and "\n" not in str(fault)
+    err = fault.__cause__
+    assert isinstance(err, ch.ClickHouseWriteError)
     assert err.table == f"{ch_db}.orders" and err.rows == 7
     assert "orders" in str(err) and "7 rows" in str(err)
+    assert faults.first() is not None and str(faults.first()) == str(fault)
     assert w.pending() == {"orders": 7} and w.written == {}
     ch.ensure_tables(client, ch_db, ["orders"])  # after repair, a retry delivers them
     assert w.flush() == 7
     assert ch.count_final(client, ch_db, "orders", "f") == 7
+
+
+def test_insert_is_retried_with_backoff(ch_dsn: str, ch_db: str, _no_faults: None) -> None:
+    """A component back within the retries loses nothing: the buffered rows are re-sent."""
+    client = ch.connect(ch_dsn, ch_db)
+    ch.ensure_tables(client, ch_db, ["orders"])
+    slept: list[float] = []
+
+    def sleep(s: float) -> None:  # the table comes back during the second back-off
+        slept.append(s)
+        if len(slept) == 2:
+            ch.ensure_tables(client, ch_db, ["orders"])
+
+    w = ch.BatchWriter(
+        client, ch_db, "r", batch_rows=10_000, retries=4, retry_backoff_s=0.25, sleep=sleep
+    )
+    w.add("orders", samples("orders", 5))
+    client.command(f"DROP TABLE `{ch_db}`.orders")
+    assert w.flush() == 5
+    assert slept == [0.25, 0.5]
+    assert faults.first() is None
+    assert ch.count_final(client, ch_db, "orders", "r") == 5
+
+
+def test_insert_fault_after_the_last_retry(ch_dsn: str, ch_db: str, _no_faults: None) -> None:
+    client = ch.connect(ch_dsn, ch_db)
+    ch.ensure_tables(client, ch_db, ["orders"])
+    slept: list[float] = []
+    w = ch.BatchWriter(
+        client, ch_db, "r", batch_rows=10_000, retries=2, retry_backoff_s=0.1, sleep=slept.append
+    )
+    w.add("orders", samples("orders", 3))
+    client.command(f"DROP TABLE `{ch_db}`.orders")
+    with pytest.raises(Fault, match=r"insert of 3 rows into \S+\.orders \(3 attempts\) failed"):
+        w.flush()
+    assert slept == [0.1, 0.2] and w.pending() == {"orders": 3}
+
+
+def test_retry_policy() -> None:
+    assert ch.Retry(4, 0.5).delays() == [0.5, 1.0, 2.0, 4.0]
+    assert ch.Retry(6, 1.0).delays() == [1.0, 2.0, 4.0, 8.0, 8.0, 8.0]  # capped at 8 s
+    assert ch.Retry(0, 1.0).delays() == []
+
+
+def test_dsn_credentials_stay_out_of_messages() -> None:
+    assert (
+        ch._safe_dsn("http://bob:s3cret@db.example:8123/x?secure=1") == "http://db.example:8123/x"
+    )
+    assert ch._safe_dsn("chdb:///var/clickhouse") == "chdb:///var/clickhouse"
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_unreachable_server_is_a_fault_after_retries(_no_faults: None) -> None:
+    dsn = f"http://127.0.0.1:{_closed_port()}"
+    t0 = time.monotonic()
+    with pytest.raises(Fault) as info:
+        ch.connect(dsn, "x", retries=2, backoff_s=0.05)
+    took = time.monotonic() - t0
+    msg = str(info.value)
+    assert msg.startswith(f"clickhouse: cannot connect to {dsn}: connection refused; check ")
+    assert "CLICKHOUSE_DSN" in msg
+    assert 0.15 <= took < 10  # slept 0.05 + 0.1, then gave up
+
+
+_HOLD = """
+import sys, time
+from infra import clickhouse as ch
+ch.connect(sys.argv[1], "x")
+print("open", flush=True)
+time.sleep(60)
+"""
+
+_TRY = """
+import sys
+from infra import clickhouse as ch
+try:
+    ch.connect(sys.argv[1], "x", retries=1, backoff_s=0.05)
+except ch.Fault as f:
+    print(f)
+"""
+
+
+def test_chdb_directory_in_use_is_a_fault(tmp_path: Path) -> None:
+    """chDB opens a directory in one process only; a second process gets a one-line cause."""
+    dsn = f"chdb://{tmp_path / 'ch'}"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _HOLD, dsn], cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "open"
+        out = subprocess.run(
+            [sys.executable, "-c", _TRY, dsn],
+            cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, check=True,
+        ).stdout  # fmt: skip
+    finally:
+        holder.kill()
+        holder.wait()
+    assert f"its directory is in use by PID {holder.pid}" in out, out
+    assert "CLICKHOUSE_DSN" in out
 
 
 def test_wrong_struct_type_and_unknown_table_rejected(ch_dsn: str, ch_db: str) -> None:

@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 
 from operators.bars import BarBuilder
+from operators.plausibility import Rules
+from schemas.config import BarsConfig, ValidationConfig
 from schemas.messages import NS_PER_MINUTE, NS_PER_SECOND, Bar, Trade
 from tests.operators.opdata import SYMBOLS, klines, real_trades
 
@@ -309,3 +311,62 @@ def test_pickle_mid_stream_then_continue_is_identical() -> None:
         assert rejects == []
         assert first + rest + resumed.flush() == expected
         assert resumed.bars_emitted == len(expected)
+
+
+# --- with the plausibility guard: a quarantined trade never moves the watermark -------------
+
+RULES = Rules.for_trades(ValidationConfig(), BarsConfig())
+
+
+def _guarded(trades: list[Trade], batch: int = 700) -> tuple[list[Bar], list[tuple[Trade, str]]]:
+    bb = BarBuilder(trades[0].symbol, NS_PER_MINUTE, GRACE, RULES)
+    bars: list[Bar] = []
+    rejects: list[tuple[Trade, str]] = []
+    for i in range(0, len(trades), batch):
+        out, rej = bb.update(trades[i : i + batch])
+        bars += out
+        rejects += rej
+    rejects += bb.flush_quarantine()
+    assert bb.rejected == len(rejects)
+    return bars + bb.flush(), rejects
+
+
+@pytest.mark.parametrize("symbol", SYMBOLS)
+def test_guarded_builder_equals_plain_on_real_trades(symbol: str) -> None:
+    trades = list(real_trades(symbol))
+    bars, rejects = _guarded(trades)
+    assert rejects == [] and bars == _build(trades)
+
+
+def test_far_future_trade_does_not_make_real_trades_late() -> None:
+    """The reproduction: a trade at ts_event ~9e18 used to build a bar in 2255, after which
+    every real trade was late."""
+    trades = list(real_trades("BTCUSDT")[:5000])
+    t = trades[2000]
+    hostile = Trade("BTCUSDT", 9 * 10**18, 9 * 10**18, 10**12, t.price, t.size, "buy")
+    bars, rejects = _guarded([*trades[:2001], hostile, *trades[2001:]])
+    assert [(r[0], r[1].split(":")[0]) for r in rejects] == [(hostile, "implausible time")]
+    assert bars == _build(trades)
+    assert max(b.ts_event for b in bars) < 2 * 10**18
+
+
+def test_price_spike_trade_never_becomes_a_bars_high() -> None:
+    trades = list(real_trades("ETHUSDT")[:3000])
+    t = trades[1500]
+    spike = Trade("ETHUSDT", t.ts_event, t.ts_init, 10**12, t.price * 1000, 0.01, "buy")
+    bars, rejects = _guarded([*trades[:1501], spike, *trades[1501:]])
+    assert [r[0] for r in rejects] == [spike] and rejects[0][1].startswith("implausible price")
+    assert bars == _build(trades)
+
+
+def test_guarded_builder_pickles_with_a_held_candidate() -> None:
+    trades = list(real_trades("BTCUSDT")[:3000])
+    hostile = Trade("BTCUSDT", 9 * 10**18, 9 * 10**18, 10**12, trades[0].price, 1.0, "buy")
+    stream = [*trades[:1000], hostile, *trades[1000:]]
+    expected = _guarded(stream, batch=len(stream))
+    bb = BarBuilder("BTCUSDT", NS_PER_MINUTE, GRACE, RULES)
+    first, rej1 = bb.update(stream[:1001])  # the hostile trade is held at the cut
+    assert bb.guard is not None and len(bb.guard.held) == 1
+    bb = pickle.loads(pickle.dumps(bb))
+    rest, rej2 = bb.update(stream[1001:])
+    assert (first + rest + bb.flush(), rej1 + rej2) == expected

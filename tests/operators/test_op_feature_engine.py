@@ -1,5 +1,6 @@
-"""FeatureEngine: per-symbol sequence guard and feature sets, and the time alignment of pair
-features, whose output must not depend on how the input interleaves or batches the symbols."""
+"""FeatureEngine: per-symbol plausibility guard (duplicates, rewinds, bars implausible in time or
+price) and feature sets, and the time alignment of pair features, whose output must not depend
+on how the input interleaves or batches the symbols."""
 
 from __future__ import annotations
 
@@ -275,3 +276,49 @@ def test_engine_snapshot_with_held_bars_resumes_identically(
         assert engine.held == held
         out += _run(engine, batches[cut:])
         assert _key(out) == reference_run
+
+
+# --- plausibility: one hostile bar never moves the sequence or the price reference ---------
+
+
+def _far_future(b: Bar) -> Bar:
+    y2100 = 4_102_444_800 * 10**9
+    return msgspec.structs.replace(b, ts_event=y2100, ts_init=y2100 + 60 * 10**9)
+
+
+@pytest.mark.parametrize("pair", [False, True])
+def test_far_future_bar_does_not_poison_the_day(pair: bool) -> None:
+    """The reproduction: one bar stamped 2100-01-01 inside a real day used to make every later
+    real bar "out-of-order"; now all 1,440 real bars are processed and only it is rejected."""
+    fs = FeatureSet(PAIR_SPECS if pair else ["log_returns_1", "rsi_14"])
+    btc, eth = real_bars(BTC)[:1440], real_bars(ETH)[:1440]
+    hostile = _far_future(btc[600])
+    stream = [*_time_order(btc[:601], eth[:601]), hostile, *_time_order(btc[601:], eth[601:])]
+    engine = FeatureEngine(fs, [BTC, ETH])
+    out = _run(engine, _chunks(stream, random.Random(5), 300))
+    clean = _run(FeatureEngine(fs, [BTC, ETH]), [_time_order(btc, eth)])
+    rejected = [(b, v) for b, v in out if type(v) is str]
+    assert [b for b, _ in rejected] == [hostile]
+    assert str(rejected[0][1]).startswith("implausible time")
+    assert _key([r for r in out if type(r[1]) is not str]) == _key(clean)
+    assert engine.rejected == {BTC: 1}
+
+
+def test_price_spike_rejected_and_unconfirmed_candidate_rejected_at_flush() -> None:
+    fs = FeatureSet(["log_returns_1"])
+    btc = list(real_bars(BTC)[:300])
+    spike = msgspec.structs.replace(
+        btc[100],
+        open=btc[100].open * 10,
+        high=btc[100].high * 10,
+        low=btc[100].low * 10,
+        close=btc[100].close * 10,
+    )
+    out = FeatureEngine(fs, [BTC]).update([*btc[:100], spike, *btc[101:]])
+    assert [b for b, v in out if type(v) is str] == [spike]
+    assert len(out) == 300
+    # held candidates are rejected at flush when nothing confirms or refutes them
+    engine = FeatureEngine(fs, [BTC])
+    out = engine.update([*btc[:100], spike])
+    assert len(out) == 100
+    assert [b for b, v in engine.flush() if type(v) is str] == [spike]
