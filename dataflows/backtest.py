@@ -1,5 +1,12 @@
 """Replay is the backtest: run `build_flow` over a bounded slice of history (a Kafka topic or a
-file), store everything in ClickHouse under a run id, and report from what was stored."""
+file), store everything in ClickHouse under a run id, and report from what was stored.
+
+Nothing empty passes quietly: `--end` <= `--start` fails at once; a run that replays no bar at
+all, or asks for a symbol the source does not hold, fails (ValueError: the CLI's one line, exit
+2) saying what the source holds per symbol, and records no run; a selected symbol that the
+source holds but that got no bar in the range is a warning at the end of a run that succeeds.
+A file source is checked before the replay (polars); a Kafka topic's inventory is scanned only
+after a replay that found nothing for some symbol."""
 
 from __future__ import annotations
 
@@ -14,11 +21,26 @@ from typing import Any
 from bytewax.dataflow import Dataflow
 from rich.console import Console
 
-from dataflows.flow import build_flow
+from dataflows.datalist import SymbolData, describe, file_inventory, inventory, utc_text
+from dataflows.flow import build_flow, config_feature_set, selected_symbols
 from dataflows.io.files import FileSource, Kind
 from dataflows.io.progress import counted
-from dataflows.report import build_report, load_run, print_summary, write_outputs
-from dataflows.runner import execute, execute_cluster, flow_sinks, record_run, topic_kind
+from dataflows.report import (
+    bar_counts,
+    build_report,
+    load_run,
+    open_positions,
+    print_summary,
+    write_outputs,
+)
+from dataflows.runner import (
+    execute,
+    execute_cluster,
+    flow_sinks,
+    record_feature_set,
+    record_run,
+    topic_kind,
+)
 from infra.clickhouse import close_all, connect, ensure_tables
 from operators.performance import Summary
 from schemas.config import Config
@@ -45,6 +67,13 @@ class BacktestSpec:
     workers: int = 1  # Bytewax worker threads per process
     processes: int = 1  # >1: a Bytewax multi-process cluster on this machine
     publish: bool | None = None  # orders/fills/dlq to Kafka; default: when the source is Kafka
+
+    def __post_init__(self) -> None:
+        if self.start_ns is not None and self.end_ns is not None and self.end_ns <= self.start_ns:
+            raise ValueError(
+                f"--end ({utc_text(self.end_ns)} UTC) must be after --start "
+                f"({utc_text(self.start_ns)} UTC): the range [start, end) is empty"
+            )
 
     @property
     def scheme(self) -> str:
@@ -138,6 +167,85 @@ def _run_here(
         execute(_replay_flow(cfg, spec, run_id, counted_src, kind, source_name), spec.workers)
 
 
+def range_text(start_ns: int | None, end_ns: int | None) -> str:
+    """The replay range in words, naming the flags, for messages."""
+    if start_ns is None and end_ns is None:
+        return "in the whole source (no --start/--end)"
+    lo = f"--start {utc_text(start_ns)}" if start_ns is not None else "the first record"
+    hi = f"--end {utc_text(end_ns)}" if end_ns is not None else "the last record"
+    return f"between {lo} and {hi} UTC"
+
+
+def public_dsn(dsn: str) -> str:
+    """`dsn` with any password replaced by ***, for printing."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(dsn)
+    if parts.password is None:
+        return dsn
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
+
+
+def _unit(kind: str) -> str:
+    return "bars" if kind == "bars" else "trades"
+
+
+def _file_in_range(
+    spec: BacktestSpec, selected: list[str]
+) -> tuple[list[SymbolData], Kind, dict[str, int]]:
+    """A file source before the replay: (what it holds per symbol, kind, records per selected
+    symbol in the range). Raises FileNotFoundError for a missing file."""
+    import polars as pl
+
+    from dataflows.io.files import detect_kind, normalized, scan
+
+    lf = scan(spec.target)
+    kind = detect_kind(lf)
+    held, _ = file_inventory(spec.target, venue="binance_spot")  # what FileSource replays
+    counts = (
+        normalized(lf, kind, selected, spec.start_ns, spec.end_ns)
+        .group_by("symbol")
+        .agg(pl.len().alias("n"))
+        .collect()
+    )
+    got = {str(r["symbol"]): int(r["n"]) for r in counts.iter_rows(named=True)}
+    return held, kind, got
+
+
+def check_outcome(
+    spec: BacktestSpec,
+    selected: list[str],
+    got: dict[str, int],
+    held: list[SymbolData],
+    unit: str,
+    what: str,
+) -> list[str]:
+    """Judge a replay by what each selected symbol got (`got`: records or bars in the range)
+    against what the source holds (`held`). Raises ValueError when a selected symbol is not in
+    the source at all, or when no symbol got anything; returns one warning per symbol that the
+    source holds but that got nothing in the range."""
+    names = {d.symbol for d in held}
+    where = range_text(spec.start_ns, spec.end_ns)
+    absent = [s for s in selected if s not in names]
+    if absent:
+        raise ValueError(
+            f"{spec.source} holds no {unit} for {', '.join(absent)} (--symbols); "
+            f"it holds {describe(held, unit=unit)}"
+        )
+    empty = [s for s in selected if not got.get(s)]
+    if len(empty) == len(selected):
+        raise ValueError(
+            f"{what} for {', '.join(selected)} {where}; "
+            f"{spec.source} holds {describe(held, unit=unit)}"
+        )
+    return [
+        f"{s} got no bars {where}; {spec.source} holds {describe(held, [s], unit)}" for s in empty
+    ]
+
+
 def run_backtest(
     cfg: Config,
     spec: BacktestSpec,
@@ -147,12 +255,20 @@ def run_backtest(
     console: Console | None = None,
     progress: bool = True,
 ) -> tuple[str, Summary]:
+    """Replay, store, report. Raises ValueError (nothing recorded in `runs`) when the request
+    is empty or the replay found nothing; see the module docstring."""
     console = console or Console(stderr=True)
     # Bad input fails before anything is opened or written.
-    if spec.scheme == "file" and not Path(spec.target).is_file():
-        raise FileNotFoundError(f"no such file: {spec.target}")
+    spec.scheme  # noqa: B018  (validates the source string)
     if spec.processes < 1 or spec.workers < 1:
         raise ValueError("--processes and --workers must be >= 1")
+    selected = sorted(selected_symbols(cfg, spec.symbols))
+    held: list[SymbolData] | None = None
+    kind: str = topic_kind(spec.target)
+    if spec.scheme == "file":
+        held, kind, got = _file_in_range(spec, selected)
+        check_outcome(spec, selected, got, held, _unit(kind), "nothing to replay")
+    fs = config_feature_set(cfg)
     run_id = run_id or run_id_for(spec, cfg)
     ch = cfg.clickhouse
     client = connect(ch.dsn, ch.database)
@@ -166,7 +282,17 @@ def run_backtest(
     else:
         _run_here(cfg, spec, run_id, console, progress)
 
-    selected = sorted(spec.symbols)
+    bars = bar_counts(client, ch.database, run_id)
+    warnings: list[str] = []
+    if any(not bars.get(s) for s in selected):
+        if held is None:  # Kafka: scan the topic only now that something is missing
+            held, kind = inventory(spec.source, cfg)
+        warnings = check_outcome(
+            spec, selected, bars, held, _unit(kind), "the replay produced no bars"
+        )
+    per_symbol = {s: bars.get(s, 0) for s in selected}
+    positions = open_positions(client, ch.database, run_id)
+
     per = cfg.sleeve_cash(len(selected))
     fills, equity = load_run(client, ch.database, run_id)
     summary, ts, eq = build_report(fills, equity, {s: per for s in selected})
@@ -176,7 +302,11 @@ def run_backtest(
         "symbols": selected,
         "start": spec.start_ns,
         "end": spec.end_ns,
+        "bars_by_symbol": per_symbol,
+        "open_positions": [p.to_dict() for p in positions],
+        "warnings": warnings,
     }
+    record_feature_set(client, ch.database, run_id, fs)
     record_run(
         client,
         ch.database,
@@ -194,5 +324,18 @@ def run_backtest(
     )
     if out_dir is not None:
         write_outputs(Path(out_dir), summary, fills, ts, eq, info)
-    print_summary(summary, run_id, Console())
+    out = Console()
+    print_summary(summary, run_id, out, bars=per_symbol, positions=positions)
+    for w in warnings:
+        out.print(f"warning: {w}", style="yellow", markup=False, highlight=False)
+    if out_dir is not None:
+        names = ("fills.csv", "equity.csv", "summary.json", "equity.png")
+        wrote = [n for n in names if (Path(out_dir) / n).exists()]
+        out.print(f"outputs: {out_dir} ({', '.join(wrote)})", markup=False, highlight=False)
+    out.print(
+        f"rows: ClickHouse {public_dsn(ch.dsn)}, database {ch.database}, run_id {run_id} "
+        "(read with FINAL)",
+        markup=False,
+        highlight=False,
+    )
     return run_id, summary

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import difflib
 import os
 import sys
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any, NoReturn
 
 from rich.console import Console
 
@@ -20,29 +22,115 @@ EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 DEMO_BARS = EXAMPLES / "data" / "binance_spot_btc_eth_1m_2024-01.parquet"
 DEMO_CONFIG = EXAMPLES / "sma_cross.toml"
 
+TIME_FORMATS = "use YYYY-MM-DD or YYYY-MM-DDTHH:MM[:SS] (optionally +HH:MM)"
+# Output to a pipe or a file is not squeezed into 80 columns (rich reads COLUMNS).
+PIPE_COLUMNS = 160
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("cryptoflow")
+    except PackageNotFoundError:  # a checkout that was never installed
+        return "unknown (not installed)"
+
+
+def _console() -> Console:
+    """stdout; as wide as the terminal, or PIPE_COLUMNS when it is not one."""
+    return Console() if sys.stdout.isatty() else Console(width=PIPE_COLUMNS)
+
+
+@contextlib.contextmanager
+def _wide_pipes() -> Iterator[None]:
+    """While a command runs, consoles made elsewhere (the backtest report) are as wide as
+    `_console()`'s when stdout is not a terminal."""
+    if sys.stdout.isatty() or "COLUMNS" in os.environ:
+        yield
+        return
+    os.environ["COLUMNS"] = str(PIPE_COLUMNS)
+    try:
+        yield
+    finally:
+        os.environ.pop("COLUMNS", None)
+
 
 def _cfg(args: argparse.Namespace) -> Config:
     from infra.clickhouse import set_retry_defaults
 
-    cfg = load_config(getattr(args, "config", None))
+    cfg = load_config(getattr(args, "config", None), sets=getattr(args, "set", None) or ())
     # Every connect/insert of this command (not only the flow's sink) retries as configured.
     set_retry_defaults(cfg.clickhouse.retries, cfg.clickhouse.retry_backoff_s)
     return cfg
 
 
-def _symbols(args: argparse.Namespace, default: Iterable[str] = ()) -> tuple[str, ...]:
-    """--symbols as upper-case names; `default` when not given."""
+def _symbols(
+    args: argparse.Namespace, default: Iterable[str] = (), cfg: Config | None = None
+) -> tuple[str, ...]:
+    """--symbols as upper-case names; `default` when not given. With `cfg`, each one must be
+    in the config's universe: checked here, before anything runs."""
     raw = getattr(args, "symbols", None)
     got = tuple(s.strip().upper() for s in raw.split(",") if s.strip()) if raw else ()
+    if cfg is not None:
+        unknown = [s for s in got if s not in cfg.symbols]
+        if unknown:
+            config = getattr(args, "config", None)
+            where = f"in {config}" if config else "in a config file (--config FILE)"
+            one = len(unknown) == 1
+            raise ValueError(
+                f"--symbols: {', '.join(unknown)} {'is' if one else 'are'} not in the config's "
+                f"universe ({', '.join(cfg.symbols)}); add {'it' if one else 'them'} to "
+                f"`symbols = [...]` {where}, or use --set 'symbols=[...]'"
+            )
     return got or tuple(default)
 
 
-def _replay_args(p: argparse.ArgumentParser, source_help: str) -> None:
-    """The history slice a replay reads (backtest, dataset)."""
-    p.add_argument("--source", required=True, help=source_help)
-    p.add_argument("--start", help="ISO date/time, UTC, inclusive")
-    p.add_argument("--end", help="ISO date/time, UTC, exclusive")
-    p.add_argument("--symbols", help="comma-separated; default: the config's symbols")
+def _time(args: argparse.Namespace, name: str) -> int | None:
+    """--start / --end as int ns UTC; a value that is no date names the flag and the formats."""
+    from dataflows.backtest import parse_time
+
+    raw = getattr(args, name, None)
+    try:
+        return parse_time(raw)
+    except ValueError:
+        raise ValueError(
+            f"--{name}: cannot read {raw!r} as a UTC date/time; {TIME_FORMATS}"
+        ) from None
+
+
+def _range(args: argparse.Namespace) -> tuple[int | None, int | None]:
+    start, end = _time(args, "start"), _time(args, "end")
+    if start is not None and end is not None and start >= end:
+        raise ValueError(
+            f"--start {args.start} is not before --end {args.end}; the range is [start, end)"
+        )
+    return start, end
+
+
+def _probe_topic(cfg: Config, source: str | None, flag: str = "--source") -> None:
+    """A Kafka source's broker and topic answer, or fail now in one line (within seconds),
+    naming the flag and `cryptoflow infra up` (which starts the broker and creates the
+    project topics)."""
+    if source is None or not source.startswith("kafka:") or source == "kafka:":
+        return
+    from infra import faults
+    from infra.kafka.client import topic_watermarks
+    from schemas.topics import TOPICS
+
+    topic = source.removeprefix("kafka:")
+    try:
+        topic_watermarks(cfg.kafka.bootstrap, topic, timeout_s=5.0)
+    except faults.Fault as fault:
+        if "does not exist" not in fault.what:
+            raise  # not answering: its check already says `cryptoflow infra up`
+        faults.clear()
+        name = "the --source topic name" if flag == "--source" else f"the {flag} name"
+        fix = (
+            "that the project topics exist: cryptoflow infra up creates them"
+            if topic in TOPICS
+            else f"{name} (cryptoflow infra up creates the project topics: {', '.join(TOPICS)})"
+        )
+        raise faults.raise_fault("kafka", fault.what, fix) from fault
 
 
 def cmd_infra(args: argparse.Namespace) -> int:
@@ -50,57 +138,71 @@ def cmd_infra(args: argparse.Namespace) -> int:
 
     cfg = _cfg(args)
     kdir = data_dir()
+    console = _console()
     if args.action == "up":
         bootstrap = broker.up(cfg.kafka.bootstrap, kdir, cfg.kafka.partitions)
-        Console().print(f"kafka up at [bold]{bootstrap}[/]")
+        console.print(f"kafka up at [bold]{bootstrap}[/]")
     elif args.action == "down":
         broker.down(kdir)
-        Console().print("kafka down")
+        console.print("kafka down")
     else:
         st = broker.status(cfg.kafka.bootstrap, kdir)
-        Console().print(st)
+        console.print(st)
         return 0 if st.get("running") else 1
     return 0
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
-    from dataflows.backtest import parse_time
     from dataflows.ingest import ingest_file
+    from dataflows.io.files import detect_kind, normalized, scan
+    from schemas.topics import BARS, TRADES
 
     cfg = _cfg(args)
+    start_ns, end_ns = _range(args)
+    lf = scan(args.path)
+    kind = args.kind or detect_kind(lf)
+    normalized(lf, kind)  # the file's columns fit, before asking the broker
+    _probe_topic(
+        cfg, f"kafka:{args.topic or (TRADES if kind == 'trades' else BARS).name}", "--topic"
+    )
     n = ingest_file(
         args.path,
         cfg.kafka.bootstrap,
         args.kind,
         topic=args.topic,
         symbols=list(_symbols(args)) or None,
-        start_ns=parse_time(args.start),
-        end_ns=parse_time(args.end),
+        start_ns=start_ns,
+        end_ns=end_ns,
         venue=None if args.venue == "all" else args.venue,
         progress=not args.no_progress,
     )
-    Console().print(f"delivered {n} messages")
+    _console().print(f"delivered {n} messages")
     return 0
 
 
 def _speed(s: str) -> float | None:
     if s == "max":
         return None
-    v = float(s)
-    if v <= 0:
-        raise argparse.ArgumentTypeError("speed must be > 0 or 'max'")
+    try:
+        v = float(s)
+    except ValueError:
+        v = 0.0
+    if not v > 0:
+        raise argparse.ArgumentTypeError(f"{s!r}: use a factor > 0 (1, 60, ...) or max")
     return v
 
 
 def cmd_backtest(args: argparse.Namespace) -> int:
-    from dataflows.backtest import BacktestSpec, parse_time, run_backtest
+    from dataflows.backtest import BacktestSpec, run_backtest
 
     cfg = _cfg(args)
+    start_ns, end_ns = _range(args)
+    _probe_topic(cfg, args.source)
     spec = BacktestSpec(
         source=args.source,
-        symbols=_symbols(args, cfg.symbols),
-        start_ns=parse_time(args.start),
-        end_ns=parse_time(args.end),
+        symbols=_symbols(args, cfg.symbols, cfg),
+        start_ns=start_ns,
+        end_ns=end_ns,
         speed=args.speed,
         workers=args.workers,
         processes=args.processes,
@@ -111,17 +213,23 @@ def cmd_backtest(args: argparse.Namespace) -> int:
 
 
 def cmd_paper(args: argparse.Namespace) -> int:
-    from dataflows.backtest import parse_time
     from dataflows.paper import run_paper
 
     cfg = _cfg(args)
-    if not args.source.startswith("kafka:"):
-        raise ValueError("paper trading tails a Kafka topic: --source kafka:<topic>")
+    topic = args.source.removeprefix("kafka:")
+    if not args.source.startswith("kafka:") or not topic:
+        raise ValueError(
+            f"--source: paper trading tails a Kafka topic, not {args.source!r}; "
+            "use --source kafka:<topic>, e.g. kafka:md.trades.v1"
+        )
+    symbols = _symbols(args, cfg.symbols, cfg)
+    start_ns = _time(args, "start")
+    _probe_topic(cfg, args.source)
     run_paper(
         cfg,
-        args.source.removeprefix("kafka:"),
-        _symbols(args, cfg.symbols),
-        start_ns=parse_time(args.start),
+        topic,
+        symbols,
+        start_ns=start_ns,
         run_id=args.run_id,
         workers=args.workers,
     )
@@ -136,7 +244,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from infra.kafka.client import partition_bounds
     from schemas.topics import BARS
 
-    console = Console()
+    console = _console()
     cfg = load_config(DEMO_CONFIG)
     console.rule("1/3 Kafka broker")
     broker.up(cfg.kafka.bootstrap, data_dir(), cfg.kafka.partitions)
@@ -156,24 +264,25 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_dataset(args: argparse.Namespace) -> int:
-    from dataflows.backtest import parse_time
     from offline.dataset import DatasetSpec, build_dataset
 
     cfg = _cfg(args)
+    start_ns, end_ns = _range(args)
+    _probe_topic(cfg, args.source)
     spec = DatasetSpec(
         source=args.source,
-        symbols=_symbols(args, cfg.symbols),
+        symbols=_symbols(args, cfg.symbols, cfg),
         feature_set=args.feature_set or cfg.features.set,
         labels=tuple(args.label or ()),
         out=Path(args.out),
-        start_ns=parse_time(args.start),
-        end_ns=parse_time(args.end),
+        start_ns=start_ns,
+        end_ns=end_ns,
         workers=args.workers,
         store=args.store,
     )
     res = build_dataset(cfg, spec, progress=not args.no_progress)
     rate = res.rows / res.seconds if res.seconds > 0 else 0.0
-    Console().print(
+    _console().print(
         f"dataset [bold]{res.dataset_id}[/] (feature set version {res.version}): "
         f"{res.rows:,} rows {dict(res.rows_by_symbol)} in {res.seconds:.1f} s "
         f"({rate:,.0f} bars/s) -> {res.path}"
@@ -189,40 +298,176 @@ def cmd_lookahead(args: argparse.Namespace) -> int:
     )
 
 
+def cmd_data_list(args: argparse.Namespace) -> int:
+    from dataflows.datalist import inventory, print_inventory
+    from schemas.topics import BARS, TRADES
+
+    cfg = _cfg(args)
+    sources = [args.source] if args.source else [f"kafka:{BARS.name}", f"kafka:{TRADES.name}"]
+    console = _console()
+    for source in sources:
+        _probe_topic(cfg, source)
+        data, kind = inventory(source, cfg)
+        at = f" on {cfg.kafka.bootstrap}" if source.startswith("kafka:") else ""
+        print_inventory(data, f"{source}{at}: {kind}", console)
+    return 0
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    from dataflows.runs import load_runs, print_run, print_runs
+
+    cfg = _cfg(args)
+    dsn, database = cfg.clickhouse.dsn, cfg.clickhouse.database
+    console = _console()
+    if args.action == "list":
+        print_runs(load_runs(dsn, database), console)
+        return 0
+    rows = load_runs(dsn, database, args.run_id)
+    if not rows:
+        known = [r["run_id"] for r in load_runs(dsn, database)]
+        near = difflib.get_close_matches(args.run_id, known, n=1, cutoff=0.5)
+        near += [k for k in known if k.startswith(args.run_id) and k not in near]
+        hint = f"did you mean {near[0]}? " if near else ""
+        raise ValueError(
+            f"no run {args.run_id!r} in {database} at {dsn}; {hint}"
+            "`cryptoflow runs list` shows the stored runs"
+        )
+    print_run(rows[0], console)
+    return 0
+
+
+# --------------------------------------------------------------------------- the parser
+
+
+class _Help(argparse.RawDescriptionHelpFormatter):
+    """Every option's default in its help (unless the help already says it), examples as
+    written (epilog), wide enough for the option names."""
+
+    def __init__(self, prog: str) -> None:
+        super().__init__(prog, max_help_position=32, width=min(_term_width(), 120))
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if (
+            "default" in text
+            or not action.option_strings
+            or action.default in (None, False, argparse.SUPPRESS)
+        ):
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+def _term_width() -> int:
+    import shutil
+
+    return shutil.get_terminal_size((100, 24)).columns
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors in one line that names the option and where to read more."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
+def _verb(sub: Any, name: str, help: str, example: str, **kw: Any) -> argparse.ArgumentParser:
+    """A sub-command with the shared help format and an example in its epilog."""
+    return sub.add_parser(  # type: ignore[no-any-return]
+        name,
+        help=help,
+        description=kw.pop("description", help),
+        epilog=f"example:\n  {example}",
+        formatter_class=_Help,
+        **kw,
+    )
+
+
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="cryptoflow", description=__doc__)
+    p = _Parser(
+        prog="cryptoflow",
+        description=__doc__,
+        formatter_class=_Help,
+        epilog="example:\n  cryptoflow backtest --source file:examples/data/"
+        "binance_spot_btc_eth_1m_2024-01.parquet --config examples/sma_cross.toml",
+    )
+    p.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     p.add_argument(
         "--debug",
         action="store_true",
         help="on failure, show the full traceback and component output (Rust, librdkafka, "
         "chDB) on the terminal instead of one line and a log file",
     )
-    sub = p.add_subparsers(dest="verb", required=True)
+    sub = p.add_subparsers(dest="verb", required=True, metavar="VERB")
 
-    s = sub.add_parser("infra", help="manage the local Kafka broker (KRaft, single node)")
+    def config_args(s: argparse.ArgumentParser) -> None:
+        s.add_argument("--config", help="TOML config file (default: the built-in defaults)")
+        s.add_argument(
+            "--set",
+            action="append",
+            metavar="SECTION.KEY=VALUE",
+            help="override one config field, repeatable; the value is TOML (1e3, true, "
+            '"x", [1, 2]; a bare word is a string), e.g. --set strategy.fast=20 '
+            "(default: none)",
+        )
+
+    def replay_args(s: argparse.ArgumentParser, source_help: str) -> None:
+        """The history slice a replay reads (backtest, dataset)."""
+        s.add_argument("--source", required=True, help=source_help)
+        s.add_argument(
+            "--start", help="UTC date/time, inclusive, YYYY-MM-DD[THH:MM[:SS]] (default: all)"
+        )
+        s.add_argument("--end", help="UTC date/time, exclusive (default: all)")
+        s.add_argument("--symbols", help="comma-separated (default: the config's symbols)")
+
+    s = _verb(
+        sub, "infra", "manage the local Kafka broker (KRaft, single node)", "cryptoflow infra up"
+    )
     s.add_argument("action", choices=["up", "down", "status"])
-    s.add_argument("--config", help="TOML config file")
+    config_args(s)
     s.set_defaults(fn=cmd_infra)
 
-    s = sub.add_parser("ingest", help="publish market data to Kafka")
-    isub = s.add_subparsers(dest="what", required=True)
-    f = isub.add_parser("file", help="publish a parquet/CSV file of trades or bars")
-    f.add_argument("path")
-    f.add_argument("--kind", choices=["trades", "bars"], help="default: detected from columns")
-    f.add_argument("--topic", help="default: md.trades.v1 or md.bars.v1")
-    f.add_argument("--symbols", help="comma-separated filter")
-    f.add_argument("--start", help="ISO date/time, UTC, inclusive")
-    f.add_argument("--end", help="ISO date/time, UTC, exclusive")
+    s = _verb(
+        sub,
+        "ingest",
+        "publish market data to Kafka",
+        "cryptoflow ingest file examples/data/binance_spot_btc_eth_1m_2024-01.parquet",
+    )
+    isub = s.add_subparsers(dest="what", required=True, metavar="WHAT")
+    f = _verb(
+        isub,
+        "file",
+        "publish a parquet/CSV file of trades or bars",
+        "cryptoflow ingest file bars.parquet --symbols BTCUSDT --start 2024-01-01",
+    )
+    f.add_argument("path", help="parquet or CSV file")
+    f.add_argument("--kind", choices=["trades", "bars"], help="default: detected from the columns")
+    f.add_argument("--topic", help="default: md.trades.v1 or md.bars.v1, by kind")
+    f.add_argument("--symbols", help="comma-separated filter (default: every symbol)")
+    f.add_argument("--start", help="UTC date/time, inclusive (default: the file's first)")
+    f.add_argument("--end", help="UTC date/time, exclusive (default: the file's last)")
     f.add_argument("--venue", default="binance_spot", help="trade files: venue filter, or 'all'")
-    f.add_argument("--config", help="TOML config file")
-    f.add_argument("--no-progress", action="store_true")
+    config_args(f)
+    f.add_argument("--no-progress", action="store_true", help="no progress bar")
     f.set_defaults(fn=cmd_ingest)
 
-    s = sub.add_parser("backtest", help="replay history through the trading flow and report")
-    _replay_args(s, "kafka:<topic> or file:<path>")
-    s.add_argument("--config", help="TOML config file")
-    s.add_argument("--out", type=Path, help="write fills.csv, equity.csv, summary.json here")
-    s.add_argument("--speed", type=_speed, default=None, help="1, 60, ... x real time, or max")
+    s = _verb(
+        sub,
+        "backtest",
+        "replay history through the trading flow and report",
+        "cryptoflow backtest --source kafka:md.bars.v1 --start 2024-01-01 --end 2024-02-01 "
+        "--config examples/sma_cross.toml --set strategy.fast=20 --out out/bt",
+    )
+    replay_args(s, "kafka:<topic> or file:<path>")
+    config_args(s)
+    s.add_argument(
+        "--out", type=Path, help="write fills.csv, equity.csv, summary.json here (default: none)"
+    )
+    s.add_argument(
+        "--speed",
+        type=_speed,
+        default=None,
+        help="1, 60, ... x real time, or max (default: max)",
+    )
     s.add_argument("--workers", type=int, default=1, help="Bytewax worker threads per process")
     s.add_argument(
         "--processes", type=int, default=1, help="Bytewax cluster processes on this machine"
@@ -234,17 +479,20 @@ def parser() -> argparse.ArgumentParser:
         default=None,
         help="send orders/fills/dead letters to Kafka (default: when the source is Kafka)",
     )
-    s.add_argument("--no-progress", action="store_true")
+    s.add_argument("--no-progress", action="store_true", help="no progress bar")
     s.set_defaults(fn=cmd_backtest)
 
-    s = sub.add_parser(
+    s = _verb(
+        sub,
         "paper",
-        help="paper-trade: tail Kafka through the same flow, simulated fills; "
+        "paper-trade: tail Kafka through the same flow, simulated fills; "
         "SIGINT/SIGTERM stop cleanly, --run-id resumes",
+        "cryptoflow paper --source kafka:md.trades.v1 --start 2024-01-31 "
+        "--config examples/sma_cross.toml",
     )
     s.add_argument("--source", required=True, help="kafka:<topic>, e.g. kafka:md.trades.v1")
-    s.add_argument("--symbols", help="comma-separated; default: the config's symbols")
-    s.add_argument("--config", help="TOML config file")
+    s.add_argument("--symbols", help="comma-separated (default: the config's symbols)")
+    config_args(s)
     s.add_argument(
         "--start",
         help="replay history from this UTC time first (warm-up), then tail; default: now "
@@ -255,49 +503,104 @@ def parser() -> argparse.ArgumentParser:
         help="default: paper-<UTC start time>; the id of a stopped run resumes it from its "
         "last snapshot (same source, symbols and config)",
     )
-    s.add_argument("--workers", type=int, default=1)
+    s.add_argument("--workers", type=int, default=1, help="Bytewax worker threads")
     s.set_defaults(fn=cmd_paper)
 
-    s = sub.add_parser("offline", help="training sets and feature checks")
-    osub = s.add_subparsers(dest="what", required=True)
-    d = osub.add_parser(
-        "dataset", help="replay history through the live flow's features into parquet + ClickHouse"
+    s = _verb(
+        sub,
+        "offline",
+        "training sets and feature checks",
+        "cryptoflow offline lookahead-check rsi_14",
     )
-    _replay_args(d, "kafka:<topic> or file:<path> (parquet globs allowed)")
-    d.add_argument("--feature-set", help="built-in or [feature_sets] name; default: config's")
+    osub = s.add_subparsers(dest="what", required=True, metavar="WHAT")
+    d = _verb(
+        osub,
+        "dataset",
+        "replay history through the live flow's features into parquet + ClickHouse",
+        "cryptoflow offline dataset --source file:examples/data/"
+        "binance_spot_btc_eth_1m_2024-01.parquet --feature-set full "
+        "--label forward:h=1,5 --out out/jan.parquet",
+    )
+    replay_args(d, "kafka:<topic> or file:<path> (parquet globs allowed)")
+    d.add_argument("--feature-set", help="built-in or [feature_sets] name (default: config's)")
     d.add_argument(
         "--label",
         action="append",
         help="label spec, repeatable: forward:h=1,5 | threshold:h=10,thr=0.002 | "
-        "triple_barrier:pt=0.004,sl=0.004,h=60[,vol=<feature column>]",
+        "triple_barrier:pt=0.004,sl=0.004,h=60[,vol=<feature column>] (default: none)",
     )
     d.add_argument("--out", required=True, help="output .parquet file")
-    d.add_argument("--config", help="TOML config file")
+    config_args(d)
     d.add_argument("--workers", type=int, default=1, help="Bytewax worker threads")
     d.add_argument(
         "--store",
         action=argparse.BooleanOptionalAction,
         default=True,
-        help="also write the ClickHouse features table (default: yes)",
+        help="also write the ClickHouse features table (default: %(default)s)",
     )
-    d.add_argument("--no-progress", action="store_true")
+    d.add_argument("--no-progress", action="store_true", help="no progress bar")
     d.set_defaults(fn=cmd_dataset)
-    c = osub.add_parser(
+    c = _verb(
+        osub,
         "lookahead-check",
-        help="prove features do not look ahead (truncated recompute) and report warm-up",
+        "prove features do not look ahead (truncated recompute) and report warm-up",
+        "cryptoflow offline lookahead-check full --bars 2000",
     )
     c.add_argument("feature", help="spec (rsi_14), set name (full) or module:Name of your own")
     c.add_argument("--data", default=str(DEMO_BARS), help="bar parquet file")
-    c.add_argument("--symbol", default="ETHUSDT")
+    c.add_argument("--symbol", default="ETHUSDT", help="symbol checked")
     c.add_argument("--ref-symbol", default="BTCUSDT", help="reference symbol for pair features")
     c.add_argument("--bars", type=int, default=5_000, help="history length checked")
     c.add_argument(
         "--cuts", type=int, default=60, help="random truncation points, on top of the fixed ones"
     )
-    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--seed", type=int, default=0, help="seed of the random truncation points")
     c.set_defaults(fn=cmd_lookahead)
 
-    s = sub.add_parser("demo", help="start Kafka, ingest shipped real data, replay, report")
+    s = _verb(
+        sub,
+        "data",
+        "what market data a source holds",
+        "cryptoflow data list --source file:examples/data/binance_spot_btc_eth_1m_2024-01.parquet",
+    )
+    dsub = s.add_subparsers(dest="what", required=True, metavar="WHAT")
+    d = _verb(
+        dsub,
+        "list",
+        "per symbol: first and last time, count, gaps",
+        "cryptoflow data list --source kafka:md.bars.v1",
+    )
+    d.add_argument(
+        "--source",
+        help="kafka:<topic> or file:<path or parquet glob> (default: the md.bars.v1 and "
+        "md.trades.v1 topics on the configured broker)",
+    )
+    config_args(d)
+    d.set_defaults(fn=cmd_data_list)
+
+    s = _verb(sub, "runs", "past runs stored in ClickHouse", "cryptoflow runs list")
+    rsub = s.add_subparsers(dest="action", required=True, metavar="ACTION")
+    r = _verb(
+        rsub, "list", "every stored run, oldest first, with its results", "cryptoflow runs list"
+    )
+    config_args(r)
+    r.set_defaults(fn=cmd_runs)
+    r = _verb(
+        rsub,
+        "show",
+        "one run: range, symbols, results and its config",
+        "cryptoflow runs show bt-0123456789abcdef",
+    )
+    r.add_argument("run_id", help="a run id, as `cryptoflow runs list` shows it")
+    config_args(r)
+    r.set_defaults(fn=cmd_runs)
+
+    s = _verb(
+        sub,
+        "demo",
+        "start Kafka, ingest shipped real data, replay, report",
+        "cryptoflow demo --out out/demo",
+    )
     s.add_argument("--out", default="out/demo", help="report directory")
     s.set_defaults(fn=cmd_demo)
     return p
@@ -318,7 +621,7 @@ def main(argv: list[str] | None = None) -> int:
     code = 0
     diag = Diagnostics(args.verb, debug)
     done = threading.Event()
-    with diag:
+    with diag, _wide_pipes():
         if as_program:
             threading.Thread(target=watchdog, args=(diag, done), daemon=True).start()
         try:

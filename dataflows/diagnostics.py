@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 
 from schemas.config import data_dir
 
@@ -171,7 +172,8 @@ def report(exc: BaseException, diag: Diagnostics) -> int:
 
     fault = fault_of(exc)
     if fault is None and isinstance(exc, (ValueError, FileNotFoundError)):
-        Console(stderr=True).print(f"[red]error:[/] {exc}")
+        # One line, as written: no markup (`[strategy]` is text) and no wrapping.
+        Console(stderr=True).print(f"[red]error:[/] {escape(str(exc))}", soft_wrap=True)
         return EXIT_USAGE
     tb = "".join(traceback.format_exception(exc))
     if diag.debug:

@@ -18,12 +18,12 @@ from pathlib import Path
 from bytewax.recovery import RecoveryConfig, init_db_dir
 from rich.console import Console
 
-from dataflows.flow import build_flow
+from dataflows.flow import build_flow, config_feature_set
 from dataflows.io.kafka import KafkaRangeSource
 from dataflows.io.monitor import FlowStats, Heartbeat, MonitorSink
 from dataflows.io.resume import NoRepeatSink
 from dataflows.report import build_report, load_run, print_summary
-from dataflows.runner import execute, flow_sinks, record_run, topic_kind
+from dataflows.runner import execute, flow_sinks, record_feature_set, record_run, topic_kind
 from dataflows.shutdown import StoppableSource, handle_signals
 from infra.clickhouse import connect, ensure_tables
 from schemas.config import Config, data_dir
@@ -72,7 +72,7 @@ def run_paper(
     """Runs until SIGINT/SIGTERM. `start_ns` replays history from there first (strategy warm-up);
     default: only messages from now on. An existing `run_id` resumes that run."""
     console = console or Console(stderr=True)
-    out = Console()
+    out = Console(soft_wrap=True, highlight=False)  # one line per message, whatever the width
     now_ns = time.time_ns()  # the one wall-clock read: a paper session starts in real time
     run_id = run_id or "paper-" + datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     start_ms = (start_ns if start_ns is not None else now_ns) // 1_000_000
@@ -91,6 +91,8 @@ def run_paper(
         config_json=cfg.trading_json(),
     )
     record_run(client, ch.database, info)
+    # Every `features` row of the run can be labelled from ClickHouse alone.
+    record_feature_set(client, ch.database, run_id, config_feature_set(cfg), started_ns)
     source = KafkaRangeSource(
         cfg.kafka.bootstrap,
         topic,
@@ -126,6 +128,9 @@ def run_paper(
         highlight=False,
     )
 
+    if not resuming and start_ns is None:
+        _say_if_nothing_new(cfg, topic, start_ms, out)
+
     def beat(line: str) -> None:
         out.print(f"paper {run_id} | {line}", highlight=False, soft_wrap=True)
 
@@ -147,6 +152,22 @@ def run_paper(
         )
     _close(cfg, client, info, symbols, out)
     return run_id
+
+
+def _say_if_nothing_new(cfg: Config, topic: str, start_ms: int, out: Console) -> None:
+    """Tailing from now on a topic whose records are all older says so, instead of silence."""
+    from infra.kafka.reader import newest_timestamp_ms
+
+    newest = newest_timestamp_ms(cfg.kafka.bootstrap, topic)
+    if newest is None:
+        out.print(f"{topic} is empty: waiting for the first records", highlight=False)
+    elif newest < start_ms:
+        when = datetime.fromtimestamp(newest / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S")
+        out.print(
+            f"the newest record on {topic} is from {when} UTC, older than this run's start: "
+            "nothing to trade until newer records arrive (use --start to replay history first)",
+            highlight=False,
+        )
 
 
 def _close(cfg: Config, client, info: RunInfo, symbols: tuple[str, ...], out: Console) -> None:

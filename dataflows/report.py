@@ -1,11 +1,16 @@
 """Backtest report: read a run's fills and equity back from ClickHouse (the system of record),
 compute the statistics, print them, and write fills.csv, equity.csv, summary.json and an equity
-plot. Everything is sorted and formatted deterministically: same run, same bytes."""
+plot. Everything is sorted and formatted deterministically: same run, same bytes.
+
+Besides the statistics, a report says how many bars each symbol got (`bar_counts`, from the
+`bars` table) and which positions are still open at the end (`open_positions`, the last
+`positions` snapshot per symbol: the final one is marked at the last close)."""
 
 from __future__ import annotations
 
 import csv
 import json
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +41,60 @@ def load_run(client: Any, database: str, run_id: str) -> tuple[list[Fill], pl.Da
     )
     fills = [Fill(**r) for r in fills_df.iter_rows(named=True)]
     return fills, eq_df
+
+
+@dataclass(frozen=True)
+class OpenPosition:
+    """A position still held when the run ended, marked at the last close it saw."""
+
+    symbol: str
+    ts_event: int  # of the last snapshot (the final one: the last bar's close)
+    qty: float
+    avg_price: float
+    mark_price: float
+    mark_value: float  # qty * mark_price
+    unrealized_pnl: float  # (mark_price - avg_price) * qty, before exit fees
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def bar_counts(client: Any, database: str, run_id: str) -> dict[str, int]:
+    """Bars the run stored per symbol (`bars` table, FINAL), sorted by symbol; symbols that
+    got none are absent."""
+    df = query_df(
+        client,
+        f"SELECT symbol, count() AS n FROM {database}.bars FINAL WHERE run_id = %(run)s "
+        f"GROUP BY symbol ORDER BY symbol",
+        {"run": run_id},
+    )
+    return {str(r["symbol"]): int(r["n"]) for r in df.iter_rows(named=True)}
+
+
+def open_positions(client: Any, database: str, run_id: str) -> list[OpenPosition]:
+    """The last `positions` snapshot of each symbol whose quantity is not zero, by symbol."""
+    df = query_df(
+        client,
+        f"SELECT symbol, toUnixTimestamp64Nano(max(ts_event)) AS last_ns, "
+        f"argMax(qty, ts_event) AS qty, argMax(avg_price, ts_event) AS avg_price, "
+        f"argMax(mark_price, ts_event) AS mark_price, "
+        f"argMax(unrealized_pnl, ts_event) AS unrealized_pnl "
+        f"FROM {database}.positions FINAL WHERE run_id = %(run)s GROUP BY symbol ORDER BY symbol",
+        {"run": run_id},
+    )
+    return [
+        OpenPosition(
+            symbol=str(r["symbol"]),
+            ts_event=int(r["last_ns"]),
+            qty=float(r["qty"]),
+            avg_price=float(r["avg_price"]),
+            mark_price=float(r["mark_price"]),
+            mark_value=float(r["qty"]) * float(r["mark_price"]),
+            unrealized_pnl=float(r["unrealized_pnl"]),
+        )
+        for r in df.iter_rows(named=True)
+        if r["qty"] != 0
+    ]
 
 
 def build_report(
@@ -97,8 +156,16 @@ def _plot(path: Path, ts: np.ndarray, eq: np.ndarray, title: str) -> None:
 
 
 def print_summary(
-    summary: Summary, run_id: str, console: Console | None = None, mode: str = "backtest"
+    summary: Summary,
+    run_id: str,
+    console: Console | None = None,
+    mode: str = "backtest",
+    *,
+    bars: dict[str, int] | None = None,
+    positions: list[OpenPosition] | None = None,
 ) -> None:
+    """The statistics as a table; with `bars` (per symbol) one bar count per symbol instead of
+    the number of equity timestamps, with `positions` every position still open at the end."""
     console = console or Console()
     t = Table(title=f"{mode} {run_id}", show_header=False)
     d = summary.to_dict()
@@ -116,8 +183,22 @@ def print_summary(
         ("win rate", pct(d["win_rate"])),
         ("profit factor", "n/a" if d["profit_factor"] is None else f"{d['profit_factor']:.3f}"),
         ("fees", f"{d['fees']:,.2f}"),
-        ("bars", str(d["n_bars"])),
     ]
+    if bars is None:
+        rows.append(("bars", str(d["n_bars"])))
+    else:
+        rows += [(f"bars {sym}", f"{n:,}") for sym, n in sorted(bars.items())]
+    if positions is not None:
+        rows += [(f"open {p.symbol}", describe_position(p)) for p in positions]
+        if not positions:
+            rows.append(("open positions", "none"))
     for k, v in rows:
         t.add_row(k, v)
     console.print(t)
+
+
+def describe_position(p: OpenPosition) -> str:
+    return (
+        f"qty {p.qty:.8g} @ {p.mark_price:,.2f}: value {p.mark_value:,.2f}, "
+        f"unrealized PnL {p.unrealized_pnl:+,.2f}"
+    )

@@ -33,11 +33,12 @@ from infra import faults
 from infra.clickhouse import BatchWriter
 from infra.faults import Fault
 from schemas.config import Config
-from schemas.messages import RunInfo
+from schemas.messages import FeatureSetInfo, RunInfo
 from schemas.topics import DLQ, FILLS, ORDERS
 
 if TYPE_CHECKING:
     from dataflows.io.files import Kind
+    from operators.features import FeatureSet
 
 
 def topic_kind(topic: str) -> Kind:
@@ -211,3 +212,16 @@ def record_run(client: Any, database: str, info: RunInfo) -> None:
     writer = BatchWriter(client, database, info.run_id)
     writer.add("runs", [info])
     writer.flush()
+
+
+def record_feature_set(
+    client: Any, database: str, run_id: str, fs: FeatureSet, ts_init: int = 0
+) -> FeatureSetInfo:
+    """Store the columns and specs of feature set `fs` under `run_id` (table `feature_sets`),
+    so the run's `features` rows (values in column order, tagged with `fs.version`) can be
+    labelled from ClickHouse alone. Idempotent (one row per run id and version)."""
+    info = FeatureSetInfo(fs.version, fs.name, ts_init, tuple(fs.columns), tuple(fs.spec_texts()))
+    writer = BatchWriter(client, database, run_id)
+    writer.add("feature_sets", info)
+    writer.flush()
+    return info

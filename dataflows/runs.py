@@ -55,7 +55,7 @@ def print_runs(rows: list[dict[str, Any]], console: Console) -> None:
     if not rows:
         console.print("no runs stored yet (run `cryptoflow backtest` or `cryptoflow paper`)")
         return
-    t = Table(title=f"{len(rows)} runs")
+    t = Table(title=f"{len(rows)} run{'' if len(rows) == 1 else 's'}")
     for col in (
         "run id",
         "mode",
@@ -68,7 +68,8 @@ def print_runs(rows: list[dict[str, Any]], console: Console) -> None:
         "max dd",
         "trades",
     ):
-        t.add_column(col, overflow="fold")
+        # Ids and numbers never wrap (a run id is what `runs show` takes); a long source folds.
+        t.add_column(col, overflow="fold", no_wrap=col not in ("source", "symbols"))
     for r in rows:
         s = _summary(r)
         t.add_row(
@@ -94,10 +95,17 @@ def print_run(row: dict[str, Any], console: Console) -> None:
         ("range (UTC)", f"{_time(row['start'])} → {_time(row['end'])}"),
         ("symbols", row["symbols"]),
         ("feature set", _feature_set(row)),
-        ("recorded", _time(row["ts_init"])),
+        ("first event (UTC)", _time(row["ts_init"])),
     ):
         t.add_row(k, str(v))
     for k, v in sorted(_summary(row).items()):
-        t.add_row(k, f"{v:,.6g}" if isinstance(v, float) else str(v))
+        t.add_row(k, _number(v))
     console.print(t)
-    console.print("config:", json.dumps(json.loads(row["config_json"]), indent=2, sort_keys=True))
+    config = json.dumps(json.loads(row["config_json"] or "{}"), indent=2, sort_keys=True)
+    console.print("config:", config, markup=False)
+
+
+def _number(v: Any) -> str:
+    if not isinstance(v, float):
+        return str(v)
+    return f"{v:,.2f}" if abs(v) >= 1000 else f"{v:.6g}"

@@ -2,7 +2,8 @@
 
 Sample i is observed at ts[i] and its label depends on data up to end_ts[i] (>= ts[i]), i.e. its
 label window is [ts[i], end_ts[i]] (closed). For a test block of contiguous samples, the test
-window is [test_start, test_end] = [min ts over the block, max end_ts over the block]. A training
+window is [test_start, test_end] = [min ts over the block, max end_ts over the block]. Times are
+int ns or datetime64 (a dataset's `ts_event`, `<label>_end_ts` columns as `.to_numpy()`). A training
 candidate is dropped when
 - purge: its label window intersects the test window (ts <= test_end and end_ts >= test_start);
 - embargo: it starts in (test_end, test_end + embargo_ns] (serial correlation leaks test
@@ -30,13 +31,26 @@ class Split:
     test: np.ndarray  # int64 sample indices, sorted, contiguous
 
 
+def _as_ns(x: np.ndarray) -> np.ndarray:
+    """Int ns as given; datetime64 (the dataset parquet's Datetime(ns, UTC) columns, via
+    `.to_numpy()`) as int64 ns since the epoch. NaT (a missing label) stays an error."""
+    a = np.asarray(x)
+    if a.dtype.kind == "M":
+        if bool(np.any(np.isnat(a))):
+            raise ValueError("ts and end_ts must not be missing (drop samples with null labels)")
+        return a.astype("datetime64[ns]").view(np.int64)
+    return a
+
+
 def _check(ts: np.ndarray, end_ts: np.ndarray, embargo_ns: int) -> tuple[np.ndarray, np.ndarray]:
-    t = np.asarray(ts)
-    e = np.asarray(end_ts)
+    t = _as_ns(ts)
+    e = _as_ns(end_ts)
     if t.ndim != 1 or e.shape != t.shape:
         raise ValueError(f"ts and end_ts must be 1-d of one length, got {t.shape}, {e.shape}")
     if t.dtype.kind not in "iu" or e.dtype.kind not in "iu":
-        raise ValueError("ts and end_ts must be integer ns (drop samples with missing labels)")
+        raise ValueError(
+            "ts and end_ts must be integer ns or datetime64 (drop samples with missing labels)"
+        )
     t, e = t.astype(np.int64), e.astype(np.int64)
     if t.size > 1 and bool(np.any(np.diff(t) < 0)):
         raise ValueError("ts must be sorted ascending")

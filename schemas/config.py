@@ -6,11 +6,21 @@ file (`KAFKA_BOOTSTRAP`, `CLICKHOUSE_DSN`, `CRYPTOFLOW_DATA_DIR`); secrets never
 
 from __future__ import annotations
 
+import difflib
 import tomllib
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -164,17 +174,190 @@ class Settings(BaseSettings):
     cryptoflow_data_dir: str = "var"
 
 
-def load_config(path: str | Path | None = None, **overrides: object) -> Config:
-    """Read a TOML config (or defaults), then apply environment settings and explicit overrides."""
-    raw: dict[str, object] = {}
+class ConfigError(ValueError):
+    """A config that does not validate, said in one line: the `section.key`, where it came from
+    (the file, a `--set`), the value and what is allowed. `errors()` are pydantic's details."""
+
+    def __init__(self, message: str, errors: Sequence[ErrorDetails] = ()) -> None:
+        super().__init__(message)
+        self._errors = list(errors)
+
+    def errors(self) -> list[ErrorDetails]:
+        return list(self._errors)
+
+
+def _subsection(annotation: object) -> type[BaseModel] | None:
+    return (
+        annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+    )
+
+
+def _model_at(loc: Sequence[str | int]) -> type[BaseModel] | None:
+    """The section model at `loc` (() is the whole config), or None (a dict, list or value)."""
+    model: type[BaseModel] | None = Config
+    for part in loc:
+        field = model.model_fields.get(str(part)) if model is not None else None
+        model = _subsection(field.annotation) if field is not None else None
+    return model
+
+
+def _all_keys() -> dict[str, str]:
+    """Every valid `section.key` (and top-level key) -> its section (\"\" for the top level)."""
+    out: dict[str, str] = {}
+    for name, field in Config.model_fields.items():
+        out[name] = ""
+        sub = _subsection(field.annotation)
+        for key in sub.model_fields if sub is not None else ():
+            out[f"{name}.{key}"] = name
+    return out
+
+
+def _section_name(section: Sequence[str | int]) -> str:
+    return f"[{'.'.join(str(x) for x in section)}]" if section else "the top level"
+
+
+def unknown_key_message(key: str, section: Sequence[str | int], where: str = "") -> str:
+    """`unknown key `fsat` in [strategy]<where>; did you mean `fast`?`"""
+    model = _model_at(section)
+    valid = sorted(model.model_fields) if model is not None else []
+    head = f"unknown key `{key}` in {_section_name(section)}{where}"
+    near = difflib.get_close_matches(key, valid, n=1, cutoff=0.6)
+    if near:
+        return f"{head}; did you mean `{near[0]}`?"
+    # A key of another section (`fee_bps` under [strategy]), or close to one.
+    keys = _all_keys()
+    elsewhere = [k for k in keys if k.rsplit(".", 1)[-1] == key and keys[k]]
+    if not elsewhere:
+        short = {k.rsplit(".", 1)[-1]: k for k in keys if keys[k]}
+        elsewhere = [short[k] for k in difflib.get_close_matches(key, list(short), n=1)]
+    if elsewhere:
+        section_of, _, name = elsewhere[0].rpartition(".")
+        if name == key:
+            return f"{head}; `{key}` belongs in [{section_of}]"
+        return f"{head}; did you mean `{name}` in [{section_of}]?"
+    return f"{head}; valid keys: {', '.join(valid)}"
+
+
+def _parse_set(item: str) -> tuple[list[str], object]:
+    """`section.key=value` -> (path, value): the value as TOML (1e3, true, "x", [1, 2]); a bare
+    word that is not TOML is the string itself."""
+    key, eq, text = item.partition("=")
+    path = [p.strip() for p in key.strip().split(".")]
+    if not eq or not all(path):
+        raise ConfigError(
+            f"--set {item!r}: want section.key=value, e.g. --set strategy.fast=20 "
+            '(the value is TOML: 1e3, true, "x", [1, 2])'
+        )
+    text = text.strip()
+    try:
+        value: object = tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = text
+    return path, value
+
+
+def _check_set_path(item: str, path: Sequence[str]) -> list[str]:
+    """The path of a `--set`, checked against the config's sections (an unknown key fails
+    before validation, with the nearest valid key); a name under a mapping (a topic in
+    `kafka.partitions`, a set in `feature_sets`) is the rest of the path, dots included."""
+    model: type[BaseModel] = Config
+    for i, part in enumerate(path):
+        field = model.model_fields.get(part)
+        if field is None:
+            raise ConfigError(f"--set {item}: {unknown_key_message(part, path[:i])}")
+        here = ".".join(path[: i + 1])
+        sub = _subsection(field.annotation)
+        if sub is not None:
+            model = sub
+            continue
+        if getattr(field.annotation, "__origin__", None) is dict:  # feature_sets, partitions
+            name = ".".join(path[i + 1 :]).strip('"')
+            return [*path[: i + 1], name] if name else list(path)
+        if i < len(path) - 1:
+            raise ConfigError(
+                f"--set {item}: `{here}` is a value, not a section; use --set {here}=VALUE"
+            )
+    return list(path)
+
+
+def apply_sets(raw: dict[str, Any], sets: Sequence[str]) -> list[tuple[tuple[str, ...], str]]:
+    """Apply `--set section.key=value` items onto the raw config dict (in place);
+    -> [(path, item)] to say where a bad value came from."""
+    applied: list[tuple[tuple[str, ...], str]] = []
+    for item in sets:
+        path, value = _parse_set(item)
+        path = _check_set_path(item, path)
+        node = raw
+        for part in path[:-1]:
+            child = node.get(part)
+            if not isinstance(child, dict):
+                child = node[part] = {}
+            node = child
+        node[path[-1]] = value
+        applied.append((tuple(path), item))
+    return applied
+
+
+def _show(value: object, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def explain(
+    exc: ValidationError,
+    source: str,
+    sets: Sequence[tuple[tuple[str, ...], str]] = (),
+) -> ConfigError:
+    """pydantic's ValidationError -> one line per the first problem (and how many more)."""
+    errors = exc.errors()
+    lines = []
+    for e in errors:
+        loc = tuple(str(x) for x in e["loc"])
+        touched = [
+            item for path, item in sets if path[: len(loc)] == loc or loc[: len(path)] == path
+        ]
+        if e["type"] == "extra_forbidden":
+            if touched:
+                lines.append(f"--set {touched[-1]}: {unknown_key_message(loc[-1], loc[:-1])}")
+            else:
+                lines.append(unknown_key_message(loc[-1], loc[:-1], f" of {source}"))
+            continue
+        msg = e["msg"].removeprefix("Value error, ")
+        name = ".".join(loc) or "config"
+        if touched:  # the --set names the key and the value
+            lines.append(f"--set {touched[-1]}: {msg}")
+        elif e["type"] == "value_error" and _model_at(loc) is not None:
+            lines.append(f"[{name}] of {source}: {msg}")  # a section's rule (fast < slow)
+        else:
+            lines.append(f"{name} = {_show(e['input'])} in {source}: {msg}")
+    more = f" (and {len(lines) - 1} more: {'; '.join(lines[1:])})" if len(lines) > 1 else ""
+    return ConfigError(lines[0] + more, errors)
+
+
+def load_config(
+    path: str | Path | None = None, sets: Sequence[str] = (), **overrides: object
+) -> Config:
+    """Read a TOML config (or defaults), apply explicit overrides, then `sets` (`--set
+    section.key=value`, values as TOML), validate, then apply environment settings. A bad config
+    raises `ConfigError` (a ValueError): one line naming the key, the file and the fix."""
+    raw: dict[str, Any] = {}
+    source = "the built-in defaults"
     if path is not None:
         p = Path(path)
         if not p.is_file():
-            raise FileNotFoundError(f"config file not found: {p}")
+            raise FileNotFoundError(f"--config: config file not found: {p}")
+        source = str(p)
         with p.open("rb") as fh:
-            raw = tomllib.load(fh)
+            try:
+                raw = tomllib.load(fh)
+            except tomllib.TOMLDecodeError as exc:
+                raise ConfigError(f"{p} is not valid TOML: {exc}") from exc
     raw.update({k: v for k, v in overrides.items() if v is not None})
-    cfg = Config.model_validate(raw)
+    applied = apply_sets(raw, sets)
+    try:
+        cfg = Config.model_validate(raw)
+    except ValidationError as exc:
+        raise explain(exc, source, applied) from exc
     env = Settings()
     kafka = cfg.kafka.model_copy(update={"bootstrap": env.kafka_bootstrap or cfg.kafka.bootstrap})
     dsn = env.clickhouse_dsn or cfg.clickhouse.dsn

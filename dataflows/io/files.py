@@ -39,13 +39,38 @@ def scan(path: str | Path) -> pl.LazyFrame:
     raise ValueError(f"unsupported file type {p.suffix!r} (want .parquet or .csv)")
 
 
+# The columns each kind needs (CSV/parquet header names); see the module docstring.
+COLUMNS: dict[Kind, tuple[str, ...]] = {
+    "bars": ("symbol", "open_time", "open", "high", "low", "close", "volume"),
+    "trades": ("symbol", "trade_time", "trade_id", "price", "qty", "is_buyer_maker"),
+}
+
+
+def _missing(kind: Kind, names: list[str]) -> list[str]:
+    return [c for c in COLUMNS[kind] if c not in names]
+
+
+def _columns_error(kind: Kind, names: list[str]) -> ValueError:
+    missing = _missing(kind, names)
+    return ValueError(
+        f"a {kind} file needs column{'s' if len(missing) > 1 else ''} "
+        f"{', '.join(missing)}, which it lacks; it has: {', '.join(names) or 'no columns'} "
+        f"(all {kind} columns: {', '.join(COLUMNS[kind])})"
+    )
+
+
 def detect_kind(lf: pl.LazyFrame) -> Kind:
-    cols = set(lf.collect_schema().names())
+    names = lf.collect_schema().names()
+    cols = set(names)
     if {"open_time", "open", "high", "low", "close", "volume"} <= cols:
         return "bars"
     if {"trade_time", "trade_id", "price", "qty"} <= cols:
         return "trades"
-    raise ValueError(f"cannot tell bars from trades by the columns {sorted(cols)}")
+    # Neither: say what the closer kind lacks.
+    nearest: Kind = (
+        "bars" if len(_missing("bars", names)) <= len(_missing("trades", names)) else "trades"
+    )
+    raise ValueError(f"not a bar or trade file: {_columns_error(nearest, names)}")
 
 
 def _ns(col: str, dtype: pl.DataType) -> pl.Expr:
@@ -64,6 +89,8 @@ def normalized(
 ) -> pl.LazyFrame:
     """Columns in wire-message order, filtered to [start, end) and symbols, sorted by time."""
     schema = lf.collect_schema()
+    if _missing(kind, schema.names()):
+        raise _columns_error(kind, schema.names())
     lf = lf.with_columns(pl.col("symbol").cast(pl.String))
     if kind == "bars":
         lf = lf.select(

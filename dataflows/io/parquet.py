@@ -2,7 +2,12 @@
 
 A symbol's rows all come from the one worker that owns its features state, so each file holds one
 symbol's rows in bar order. Rows are buffered and written as record batches (bounded memory on
-multi-year replays)."""
+multi-year replays).
+
+Conventions (the training-set file, docs/features.md): `ts_event` / `ts_init` are
+`timestamp[ns, UTC]` (the wire's int ns, same bits); a feature value that is not available
+(NaN from the operators: warm-up, no trades, unaligned pair bar, ...) is written as **null**, never
+NaN."""
 
 from __future__ import annotations
 
@@ -15,10 +20,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
+TIMESTAMP = pa.timestamp("ns", tz="UTC")
 BAR_COLUMNS: tuple[tuple[str, Any], ...] = (
     ("symbol", pa.string()),
-    ("ts_event", pa.int64()),
-    ("ts_init", pa.int64()),
+    ("ts_event", TIMESTAMP),
+    ("ts_init", TIMESTAMP),
     ("open", pa.float64()),
     ("high", pa.float64()),
     ("low", pa.float64()),
@@ -57,11 +63,17 @@ class _Part(StatelessSinkPartition[Any]):
             return
         bars, values = zip(*rows, strict=True)
         arrays = [
-            pa.array(list(map(g, bars)), f.type)
+            pa.array(list(map(g, bars)), pa.int64()).view(TIMESTAMP)
+            if f.type == TIMESTAMP
+            else pa.array(list(map(g, bars)), f.type)
             for g, f in zip(_BAR_GETTERS, self.schema, strict=False)
         ]
         # Feature columns via one numpy transpose: ~3x faster than per-value Python lists.
-        arrays += [pa.array(col) for col in np.array(values, np.float64).T.copy()]
+        # from_pandas=True: NaN (not available) becomes null.
+        arrays += [
+            pa.array(col, pa.float64(), from_pandas=True)
+            for col in np.array(values, np.float64).T.copy()
+        ]
         table = pa.Table.from_arrays(arrays, schema=self.schema)
         w = self.writers.get(sym)
         if w is None:

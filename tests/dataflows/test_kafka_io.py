@@ -17,8 +17,8 @@ from bytewax.testing import TestingSink, TestingSource, cluster_main, run_main
 from dataflows.io.kafka import DeliveryError, KafkaCheckedSink, KafkaRangeSource, RawMessage
 from infra.kafka.client import (
     CheckedProducer,
-    PartitionReader,
     TimeRangeReader,
+    TopicReader,
     partition_bounds,
 )
 
@@ -207,15 +207,19 @@ def test_checked_sink_delivers_with_headers(
     for k, v, ts in items[:-1]:
         assert by_value[v].key == k.encode() and by_value[v].timestamp_ms == ts
     assert abs(by_value[b"no-ts"].timestamp_ms - time.time() * 1000) < 60_000
-    part, (first, _end) = next(
-        (p, b) for p, b in partition_bounds(kafka_bootstrap, topic).items() if b[1] > b[0]
+    bounds = {p: b for p, b in partition_bounds(kafka_bootstrap, topic).items() if b[1] > b[0]}
+    reader = TopicReader(
+        kafka_bootstrap,
+        topic,
+        {p: lo for p, (lo, _) in bounds.items()},
+        {p: hi for p, (_, hi) in bounds.items()},
     )
-    reader = PartitionReader(kafka_bootstrap, topic, part, first, first + 1)
     msgs: list = []
     deadline = time.monotonic() + 10
     while not reader.done and time.monotonic() < deadline:
-        msgs += reader.read_raw(0.2)
-    assert reader.done and msgs[0].headers() == [("run_id", b"run-1")]
+        msgs += reader.read(0.2)
+    assert reader.done and len(msgs) == len(items)
+    assert all(m.headers() == [("run_id", b"run-1")] for m in msgs)
 
 
 def test_checked_sink_raises_on_undeliverable(

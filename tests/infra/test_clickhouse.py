@@ -16,7 +16,7 @@ import polars as pl
 import pytest
 
 from infra import clickhouse as ch
-from infra import faults
+from infra import clickhouse_client, faults
 from infra.faults import Fault
 from schemas.messages import (
     NS_PER_MINUTE,
@@ -316,9 +316,10 @@ def test_retry_policy() -> None:
 
 def test_dsn_credentials_stay_out_of_messages() -> None:
     assert (
-        ch._safe_dsn("http://bob:s3cret@db.example:8123/x?secure=1") == "http://db.example:8123/x"
+        clickhouse_client._safe_dsn("http://bob:s3cret@db.example:8123/x?secure=1")
+        == "http://db.example:8123/x"
     )
-    assert ch._safe_dsn("chdb:///var/clickhouse") == "chdb:///var/clickhouse"
+    assert clickhouse_client._safe_dsn("chdb:///var/clickhouse") == "chdb:///var/clickhouse"
 
 
 def _closed_port() -> int:
@@ -349,10 +350,10 @@ time.sleep(60)
 
 _TRY = """
 import sys
-from infra import clickhouse as ch
+from infra import clickhouse as ch, faults
 try:
     ch.connect(sys.argv[1], "x", retries=1, backoff_s=0.05)
-except ch.Fault as f:
+except faults.Fault as f:
     print(f)
 """
 

@@ -13,7 +13,6 @@ from infra.faults import Fault
 from infra.kafka.client import (
     CheckedProducer,
     DeliveryError,
-    PartitionReader,
     Record,
     TimeRangeReader,
     TopicReader,
@@ -97,25 +96,6 @@ def test_out_of_order_timestamps_are_filtered(
     )
     recs = TimeRangeReader(kafka_bootstrap, topic, T0 + 160, T0 + 300).records()
     assert [r.value for r in recs] == [b"b"]
-
-
-def test_partition_reader_reads_offset_range(
-    kafka_bootstrap: str, kafka_topic: Callable[..., str]
-) -> None:
-    topic = kafka_topic(partitions=1)
-    _produce(kafka_bootstrap, topic, [(None, str(i).encode(), T0 + i) for i in range(20)])
-    reader = PartitionReader(kafka_bootstrap, topic, 0, 5, 12, batch_size=3)
-    got: list[Record] = []
-    for _ in range(200):
-        if reader.done:
-            break
-        batch = reader.read_batch(0.1)
-        assert len(batch) <= 3
-        got.extend(batch)
-    assert reader.done and reader.next_offset == 12
-    assert [r.offset for r in got] == list(range(5, 12))
-    assert got[0] == Record(None, b"5", T0 + 5, 5)
-    assert PartitionReader(kafka_bootstrap, topic, 0, 7, 7).done  # empty range: no consumer
 
 
 def test_oversized_for_topic_raises_delivery_error(

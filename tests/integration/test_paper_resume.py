@@ -230,3 +230,26 @@ def test_stop_and_resume_equals_one_uninterrupted_run(
         assert not repeats, f"{name}: published twice: {repeats[:5]}"
         assert len(want) > 40
         assert sorted(got, key=lambda m: m[key]) == sorted(want, key=lambda m: m[key])
+
+
+def test_tailing_from_now_says_when_the_topic_holds_only_older_records(
+    kafka_topic, kafka_bootstrap: str, tmp_path: Path
+):
+    env = {**os.environ, "KAFKA_BOOTSTRAP": kafka_bootstrap, "CRYPTOFLOW_DATA_DIR": str(tmp_path)}
+    env.pop("CLICKHOUSE_DSN", None)
+    topic = kafka_topic(partitions=2, suffix="md.bars.v1")
+    _produce(kafka_bootstrap, topic, _bars(0, 50))
+    p = subprocess.Popen(
+        [sys.executable, "-m", "dataflows.cli", "paper", "--source", f"kafka:{topic}",
+         "--config", str(_config(tmp_path)), "--run-id", f"paper-now-{uuid.uuid4().hex[:6]}"],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    paper = Paper.__new__(Paper)
+    paper.proc, paper.lines = p, []
+    _RUNNING.append(paper)
+    threading.Thread(target=paper._read, daemon=True).start()
+    paper.wait_line("waiting for bars")
+    out = paper.stop()
+    assert f"the newest record on {topic} is from 2024-01-01 00:49:00 UTC" in out
+    assert "nothing to trade until newer records arrive (use --start" in out
+    assert "trades (fills)" in out  # the closing summary, even of an empty session

@@ -362,8 +362,11 @@ _SLOW_FETCH = {  # little prefetch, so a stopped broker interrupts the scan
 _SMALL_BATCHES = {"batch.num.messages": 40, "linger.ms": 0, "log_level": 0}
 
 
-def _scan_partly(part: Any, calls: int = 1) -> None:
-    for _ in range(calls):
+def _scan_partly(part: Any, timeout_s: float = 15.0) -> None:
+    """Scan until some records are kept (a loaded machine may need several 0.1 s slices to
+    connect and fetch), but not to the end."""
+    deadline = time.monotonic() + timeout_s
+    while part._scan is not None and len(part._kept) == 0 and time.monotonic() < deadline:
         assert part.next_batch() == []  # still scanning
     assert part._scan is not None and len(part._kept) > 0
 

@@ -1,24 +1,38 @@
 """`cryptoflow offline dataset` end to end on the shipped real bars (Jan 2024, 1m), no mocks:
 features equal a FeatureSet fed the same bars directly, labels equal `compute_labels`, the
 ClickHouse `features` table mirrors the parquet, reruns replace their own rows, bad requests fail
-before any work, and a truncated replay's features are a prefix of the full one (no lookahead)."""
+before any work, and a truncated replay's features are a prefix of the full one (no lookahead).
+The file's conventions: Datetime(ns, UTC) times, null (never NaN) for missing values, a `warmup`
+flag, and trade-flow columns left out (with a note) when the bars were not built from trades."""
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 
 import numpy as np
 import polars as pl
+import pyarrow.parquet as pq
 import pytest
 from polars.testing import assert_frame_equal
 
 from dataflows.backtest import parse_time
 from dataflows.cli import main
 from dataflows.ingest import ingest_file
+from dataflows.io.parquet import rows_schema
 from infra.clickhouse import connect, count_final, query_df
-from offline.dataset import DatasetSpec, build_dataset, dataset_id_for
+from offline.dataset import (
+    METADATA_KEY,
+    TRADE_FLOW_FAMILIES,
+    DatasetSpec,
+    build_dataset,
+    dataset_id_for,
+    read_metadata,
+)
 from offline.labels import compute_labels, parse_label
+from offline.splits import walk_forward
 from operators.features import FeatureSet, feature_set
+from operators.features.registry import output_columns
 from schemas.config import Config, load_config
 from schemas.messages import NS_PER_MINUTE, Bar
 from tests.operators.opdata import SYMBOLS, real_bars
@@ -35,6 +49,9 @@ START, END = "2024-01-01", "2024-01-08"
 BARS_PER_SYMBOL = 7 * 1440
 SOURCE = f"file:{BARS_2024_01}"
 BAR_COLS = ("ts_event", "ts_init", "open", "high", "low", "close", "volume")
+UTC_NS = pl.Datetime("ns", "UTC")
+BAR_NAMES = [f.name for f in rows_schema([])]
+SPECS_COLUMNS = ["log_returns_1", "rsi_14", "corr_btcusdt_60", "ewma_vol_20"]  # SET's columns
 
 
 @pytest.fixture(autouse=True)
@@ -88,6 +105,11 @@ def _per_symbol(frame: pl.DataFrame, symbol: str) -> pl.DataFrame:
     return frame.filter(pl.col("symbol") == symbol)
 
 
+def _int_times(frame: pl.DataFrame) -> pl.DataFrame:
+    """The file's Datetime(ns, UTC) columns as the wire's int ns."""
+    return frame.with_columns(pl.col(UTC_NS).dt.epoch("ns"))
+
+
 # --------------------------------------------------------------------------- 1. the dataset
 
 
@@ -122,16 +144,21 @@ def test_dataset_features_labels_and_clickhouse_match_references(
         part = _per_symbol(frame, sym)
         # One row per input bar, in order, the bar itself carried through unchanged.
         assert part.height == len(bars[sym]) == BARS_PER_SYMBOL
+        ints = _int_times(part)
         for c in BAR_COLS:
-            assert part[c].to_list() == [getattr(b, c) for b in bars[sym]], (sym, c)
-        # Features bit for bit (NaN == NaN) the operators' own output.
-        got = part.select(fs.columns).to_numpy()
+            assert ints[c].to_list() == [getattr(b, c) for b in bars[sym]], (sym, c)
+        # Features bit for bit the operators' own output: null in the file where it is NaN.
+        for c in fs.columns:
+            assert part[c].null_count() == int(np.isnan(ref[sym][:, fs.columns.index(c)]).sum())
+        got = part.select(fs.columns).to_numpy()  # null -> NaN
         np.testing.assert_array_equal(got, ref[sym], err_msg=sym)
         # After warm-up everything is finite, except the reference's pair feature on itself.
         finite = np.isfinite(got[fs.warmup :]).all(axis=0)
         assert finite.tolist() == [sym != "BTCUSDT" or c != "corr_btcusdt_60" for c in fs.columns]
-        # Labels equal compute_labels on the parquet's own bar (and feature) columns.
-        expect = compute_labels(LABELS, part.select(*BAR_COLS, "ewma_vol_20"))
+        # Labels equal compute_labels on the parquet's own bar (and feature) columns, their end
+        # times as datetimes.
+        expect = compute_labels(LABELS, ints.select(*BAR_COLS, "ewma_vol_20"))
+        expect = expect.with_columns(pl.col("^.*_end_ts$").cast(UTC_NS))
         assert_frame_equal(part.select(label_cols), expect, check_exact=True)
         assert part["fwd_ret_1"].null_count() == 1  # the last bar has no next close
         lab = part["tb_2_2_30_ewma_vol_20_label"].drop_nulls()
@@ -148,8 +175,9 @@ def test_dataset_features_labels_and_clickhouse_match_references(
         "FINAL WHERE run_id = %(r)s ORDER BY symbol, ts_event",
         {"r": dsid},
     )
-    assert rows.select("symbol", "ts_event", "ts_init").equals(
-        frame.select("symbol", "ts_event", "ts_init")
+    assert_frame_equal(
+        _int_times(rows.select("symbol", "ts_event", "ts_init")),
+        _int_times(frame.select("symbol", "ts_event", "ts_init")),
     )
     assert rows.select("feature_set", "version").unique().rows() == [(SET, fs.version)]
     stored = np.array(rows["values"].to_list(), dtype=np.float64)
@@ -361,3 +389,138 @@ def test_dataset_from_kafka_equals_dataset_from_file(
     )
     client = connect(ch_dsn, ch_db)
     assert count_final(client, ch_db, "features", from_kafka.dataset_id) == 2 * 2880
+
+
+# --------------------------------------------------------------------------- 6. file conventions
+
+FULL_START, FULL_END = "2024-01-01", "2024-01-03"  # 2 days: past `full`'s 1440-bar warm-up
+FULL_LABELS = ("forward:h=1,60", "triple_barrier:pt=2,sl=2,h=30,vol=ewma_vol_20")
+
+
+@pytest.fixture
+def full_on_bars(
+    config_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> tuple[Path, str]:
+    """The built-in `full` set on kline bars (no trade counts) through the CLI: (file, stderr)."""
+    out = tmp_path / "full.parquet"
+    argv = ["offline", "dataset", "--source", SOURCE, "--start", FULL_START, "--end", FULL_END]
+    argv += ["--symbols", "BTCUSDT,ETHUSDT", "--config", str(config_file), "--out", str(out)]
+    argv += ["--feature-set", "full", *(a for lab in FULL_LABELS for a in ("--label", lab))]
+    assert main([*argv, "--no-progress"]) == 0
+    return out, " ".join(capsys.readouterr().err.split())
+
+
+def test_times_are_utc_datetimes_and_missing_values_are_null(
+    full_on_bars: tuple[Path, str],
+) -> None:
+    path, _ = full_on_bars
+    frame = pl.read_parquet(path)
+    fs = feature_set("full")
+    label_cols = [c for lab in FULL_LABELS for c in parse_label(lab).columns]
+    end_ts = [c for c in label_cols if c.endswith("_end_ts")]
+    assert end_ts == ["fwd_ret_1_end_ts", "fwd_ret_60_end_ts", "tb_2_2_30_ewma_vol_20_end_ts"]
+    for c in ("ts_event", "ts_init", *end_ts):
+        assert frame.schema[c] == UTC_NS, c
+    assert frame.schema["warmup"] == pl.Boolean
+    assert frame["ts_event"].min() == dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
+    # The end time is the ts_event of the label's last row.
+    for sym in SYMBOLS:
+        part = _per_symbol(frame, sym)
+        ends = part["fwd_ret_60_end"].drop_nulls().to_numpy()
+        assert (
+            part["fwd_ret_60_end_ts"].drop_nulls().to_list()
+            == part["ts_event"].gather(ends).to_list()
+        )
+    # One convention: null, never NaN, in every float column.
+    floats = [c for c, t in frame.schema.items() if t == pl.Float64]
+    assert set(fs.columns) - set(floats) == {"trade_imbalance", "trade_count", "trade_size"}
+    nans = frame.select(pl.col(floats).is_nan().sum())
+    assert nans.row(0) == (0,) * len(floats)
+    # Warm-up rows are null; so are labels whose horizon runs past the data.
+    assert frame.filter(pl.col("warmup"))["garch_1440_0p05_0p94"].null_count() == 2 * 1440
+    for sym in SYMBOLS:
+        tail = _per_symbol(frame, sym).tail(60)
+        assert tail["fwd_ret_60"].null_count() == tail["fwd_ret_60_end_ts"].null_count() == 60
+    # The splits take the file's datetime columns as they are.
+    eth = _per_symbol(frame, "ETHUSDT").filter(~pl.col("warmup")).drop_nulls("fwd_ret_60")
+    splits = walk_forward(
+        eth["ts_event"].to_numpy(), eth["fwd_ret_60_end_ts"].to_numpy(), n_folds=3
+    )
+    as_int = walk_forward(
+        _int_times(eth)["ts_event"].to_numpy(),
+        _int_times(eth)["fwd_ret_60_end_ts"].to_numpy(),
+        n_folds=3,
+    )
+    for a, b in zip(splits, as_int, strict=True):
+        np.testing.assert_array_equal(a.train, b.train)
+        np.testing.assert_array_equal(a.test, b.test)
+
+
+def test_warmup_flag_equals_each_columns_declared_warmup(full_on_bars: tuple[Path, str]) -> None:
+    """Every kept column's first value is at its family's declared warm-up (per symbol, counted
+    in that symbol's bars; the data have no gaps, so aligned bars = bars for pair features), and
+    `warmup` is True exactly on the rows before the latest of them."""
+    path, _ = full_on_bars
+    frame = pl.read_parquet(path)
+    fs = feature_set("full")
+    declared = {
+        c: (f.warmup, getattr(f, "ref", None))
+        for s, f in zip(fs.specs, fs.features, strict=True)
+        for c in output_columns(s, f)[1]
+        if f.family not in TRADE_FLOW_FAMILIES
+    }
+    assert declared["garch_1440_0p05_0p94"] == (1440, None)
+    assert declared["coint_btcusdt_1440_z"] == (1439, "BTCUSDT")
+    assert declared["macd_12_26_9_hist"] == (33, None)
+    for sym in SYMBOLS:
+        part = _per_symbol(frame, sym)
+        assert part.height == 2 * 1440
+        latest = 0
+        for c, (w, ref) in declared.items():
+            values = part[c]
+            if ref == sym:  # a pair feature against itself: never available, not a warm-up
+                assert values.null_count() == part.height, (sym, c)
+                continue
+            first = int(values.is_not_null().arg_true()[0])
+            assert first == w, (sym, c, first, w)
+            latest = max(latest, w)
+        assert latest == fs.warmup == 1440
+        assert part["warmup"].to_list() == [t < latest for t in range(part.height)], sym
+
+
+def test_bar_input_leaves_out_exactly_the_trade_flow_columns_and_says_so(
+    full_on_bars: tuple[Path, str],
+) -> None:
+    path, err = full_on_bars
+    trade_flow = ["trade_imbalance", "trade_count", "trade_size"]
+    fs = feature_set("full")
+    frame = pl.read_parquet(path)
+    kept = [c for c in fs.columns if c not in trade_flow]
+    assert len(kept) == len(fs.columns) - 3 == 52
+    n_bar = 10
+    assert frame.columns[n_bar : n_bar + len(kept) + 1] == [*kept, "warmup"]
+    assert not set(trade_flow) & set(frame.columns)
+    # A printed warning names the columns and why.
+    assert "warning: left out of the dataset: trade_imbalance, trade_count, trade_size" in err
+    assert "need bars built from trades" in err
+    # ... and the parquet metadata records it.
+    meta = read_metadata(path)
+    assert sorted(meta["dropped_columns"]) == sorted(trade_flow)
+    assert all("bars built from trades" in why for why in meta["dropped_columns"].values())
+    assert meta["feature_columns"] == kept
+    assert (meta["feature_set"], meta["feature_version"]) == ("full", fs.version)
+    assert meta["dataset_id"].startswith("ds-")
+    assert METADATA_KEY in (pq.read_schema(path).metadata or {})
+
+
+def test_a_set_without_trade_flow_keeps_every_column_and_notes_nothing(
+    ch_dsn: str, ch_db: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cfg = _cfg(ch_dsn, ch_db)
+    spec = _spec(tmp_path / "p.parquet", "2024-01-01", "2024-01-02", labels=(), store=False)
+    res = build_dataset(cfg, spec, progress=False)
+    assert res.dropped == {}
+    assert "left out" not in capsys.readouterr().err
+    frame = pl.read_parquet(res.path)
+    assert frame.columns == [*BAR_NAMES, *SPECS_COLUMNS, "warmup", "feature_set", "feature_version"]
+    assert read_metadata(res.path)["dropped_columns"] == {}

@@ -4,6 +4,7 @@ environment overrides."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import msgspec
@@ -13,7 +14,7 @@ from pydantic import ValidationError
 import schemas
 import schemas.messages
 from schemas.codec import DecodeError, decode, decoder, encode, to_dict
-from schemas.config import Config, load_config
+from schemas.config import Config, ConfigError, load_config
 from schemas.messages import (
     NS_PER_MINUTE,
     Bar,
@@ -201,7 +202,7 @@ def _write(tmp: Path, text: str) -> Path:
     [
         (("fast = 10", "fast = 50"), "strategy", "strategy.fast (50) must be < strategy.slow (50)"),
         (("fast = 10", "fast = 60"), "strategy", "must be < strategy.slow"),
-        (("[bars]", "[bars]\nspeed = 3"), "bars.speed", "Extra inputs are not permitted"),
+        (("[bars]", "[bars]\nspeed = 3"), "bars.speed", "unknown key `speed` in [bars] of "),
         (
             ('symbols = ["BTCUSDT", "ETHUSDT"]', "symbols = []"),
             "symbols",
@@ -220,17 +221,154 @@ def test_bad_config_raises_useful_validation_error(
     text = EXAMPLE.read_text()
     assert edit[0] in text
     path = _write(clean_env, text.replace(edit[0], edit[1], 1))
-    with pytest.raises(ValidationError) as info:
+    with pytest.raises(ConfigError) as info:
         load_config(path)
     errors = info.value.errors()
     assert any(".".join(str(x) for x in e["loc"]) == loc for e in errors), errors
     assert message in str(info.value)
+    assert str(path) in str(info.value) and "\n" not in str(info.value)  # one line, the file
+    assert isinstance(info.value.__cause__, ValidationError)  # pydantic's details kept
 
 
 def test_unknown_top_level_key(clean_env: Path) -> None:
     path = _write(clean_env, EXAMPLE.read_text() + "\n[strategyy]\nfast = 3\n")
-    with pytest.raises(ValidationError, match="strategyy"):
+    with pytest.raises(ConfigError) as info:
         load_config(path)
+    assert str(info.value) == (
+        f"unknown key `strategyy` in the top level of {path}; did you mean `strategy`?"
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[strategy]\nfsat = 3\n", "unknown key `fsat` in [strategy] of {p}; did you mean `fast`?"),
+        (
+            "[features]\nsett = 'full'\n",
+            "unknown key `sett` in [features] of {p}; did you mean `set`?",
+        ),
+        (
+            "[kafka]\noutage = 3\n",
+            "unknown key `outage` in [kafka] of {p}; did you mean `outage_s`?",
+        ),
+        (
+            "[strategy]\nslippage_bps = 3\n",
+            "unknown key `slippage_bps` in [strategy] of {p}; "
+            "`slippage_bps` belongs in [execution]",
+        ),
+        (
+            "[risk]\nzzz = 3\n",
+            "unknown key `zzz` in [risk] of {p}; valid keys: max_position_notional",
+        ),
+        (
+            "symbolz = ['BTCUSDT']\n",
+            "unknown key `symbolz` in the top level of {p}; did you mean `symbols`?",
+        ),
+        (
+            "[execution]\nfee_bps = -1\n",
+            "execution.fee_bps = -1 in {p}: Input should be greater than or equal to 0",
+        ),
+        (
+            "[validation]\nmin_price = 10.0\nmax_price = 1.0\n",
+            "[validation] of {p}: validation.min_price (10.0) must be < max_price (1.0)",
+        ),
+        (
+            "[strategy]\nfsat = 3\n[sizing]\nfraction = 2\n",
+            "unknown key `fsat` in [strategy] of {p}; did you mean `fast`? (and 1 more: "
+            "sizing.fraction = 2 in {p}: Input should be less than or equal to 1)",
+        ),
+    ],
+)
+def test_config_errors_name_the_file_and_the_nearest_key(
+    clean_env: Path, text: str, message: str
+) -> None:
+    path = _write(clean_env, text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert str(info.value) == message.format(p=path)
+
+
+def test_bad_toml_names_the_file(clean_env: Path) -> None:
+    path = _write(clean_env, "[strategy\nfast = 3\n")
+    with pytest.raises(ConfigError, match=f"^{re.escape(str(path))} is not valid TOML: "):
+        load_config(path)
+
+
+# --- --set ------------------------------------------------------------------------------------
+
+
+def test_set_values_are_toml_and_bare_words_strings(clean_env: Path) -> None:
+    cfg = load_config(
+        EXAMPLE,
+        sets=[
+            "risk.max_position_notional=1e3",
+            "strategy.long_only=false",
+            "strategy.fast=20",
+            'features.set="full"',
+            "portfolio.currency=EUR",  # bare word
+            'symbols=["btcusdt", "SOLUSDT"]',
+            "kafka.partitions.md.bars.v1=8",  # a topic name with dots, under a mapping
+            'feature_sets.mine=["rsi_14", "sma_10"]',
+            "strategy.fast = 21",  # spaces around = are fine; the last one wins
+        ],
+    )
+    assert cfg.risk.max_position_notional == 1000.0
+    assert cfg.strategy.long_only is False and cfg.strategy.fast == 21
+    assert cfg.strategy.slow == 50  # the rest of the file's section stays
+    assert cfg.features.set == "full" and cfg.portfolio.currency == "EUR"
+    assert cfg.symbols == ["BTCUSDT", "SOLUSDT"]
+    assert cfg.kafka.partitions == {"md.bars.v1": 8}
+    assert cfg.feature_sets == {"mine": ["rsi_14", "sma_10"]}
+    assert load_config(sets=["strategy.slow=80"]).strategy.slow == 80  # no file: defaults
+
+
+def test_set_changes_the_trading_config(clean_env: Path) -> None:
+    a = load_config(EXAMPLE, sets=["strategy.fast=5"]).trading_json()
+    b = load_config(EXAMPLE, sets=["strategy.fast=20"]).trading_json()
+    assert a != b and b == load_config(EXAMPLE, sets=["strategy.fast=20"]).trading_json()
+    # connection settings are not part of it
+    assert load_config(EXAMPLE, sets=["kafka.batch_size=7"]).trading_json() == (
+        load_config(EXAMPLE).trading_json()
+    )
+
+
+@pytest.mark.parametrize(
+    ("item", "message"),
+    [
+        (
+            "strategy.fsat=3",
+            "--set strategy.fsat=3: unknown key `fsat` in [strategy]; did you mean `fast`?",
+        ),
+        (
+            "stratgy.fast=3",
+            "--set stratgy.fast=3: unknown key `stratgy` in the top level; "
+            "did you mean `strategy`?",
+        ),
+        ("sizing.fraction=2", "--set sizing.fraction=2: Input should be less than or equal to 1"),
+        (
+            "strategy.fast=60",
+            "--set strategy.fast=60: strategy.fast (60) must be < strategy.slow (50)",
+        ),
+        (
+            "strategy.price=mid",
+            "--set strategy.price=mid: Input should be 'close', 'open', 'high' or 'low'",
+        ),
+        (
+            "strategy.fast",
+            "--set 'strategy.fast': want section.key=value, e.g. --set strategy.fast=20",
+        ),
+        ("=3", "--set '=3': want section.key=value"),
+        (
+            "strategy.fast.x=1",
+            "--set strategy.fast.x=1: `strategy.fast` is a value, not a section; "
+            "use --set strategy.fast=VALUE",
+        ),
+    ],
+)
+def test_bad_set_names_the_set(clean_env: Path, item: str, message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(EXAMPLE, sets=[item])
+    assert str(info.value).startswith(message)
 
 
 def test_env_overrides_connections(clean_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:

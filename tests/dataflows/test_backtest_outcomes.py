@@ -1,0 +1,297 @@
+"""What a backtest tells the user, on real Binance bars (file and real Kafka, real chDB): empty or
+nonsensical requests fail with what the source holds and record no run; a symbol without bars
+in the range is a warning; the summary counts bars per symbol, lists open positions, says where
+its outputs went; the run's feature set is in `feature_sets`."""
+
+from __future__ import annotations
+
+import csv
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from dataflows.backtest import BacktestSpec, parse_time, run_backtest
+from dataflows.cli import main
+from dataflows.flow import config_feature_set
+from dataflows.ingest import ingest_file
+from infra.clickhouse import connect, count_final, ensure_tables, query_df
+from schemas.config import Config
+from tests.dataflows.flowkit import sma_config
+from tests.paths import BARS_2024_01
+
+
+@pytest.fixture(autouse=True)
+def _session_clickhouse(ch_dsn: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """CLI calls in this process use the session's chDB path; wide output (no wrapping)."""
+    monkeypatch.setenv("CLICKHOUSE_DSN", ch_dsn)
+    monkeypatch.setenv("COLUMNS", "300")
+
+
+def _cfg(ch_dsn: str, ch_db: str, symbols: list[str] | None = None, **over) -> Config:
+    return sma_config(symbols, clickhouse={"dsn": ch_dsn, "database": ch_db}, **over)
+
+
+def _utc(ns: int) -> str:
+    return datetime.fromtimestamp(ns // 10**9, UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _holds(df: pl.DataFrame, symbols: list[str] | None = None) -> str:
+    """Independent: what a bar frame holds per symbol, in the messages' wording."""
+    per = (
+        df.with_columns(pl.col("open_time").dt.epoch("ns").alias("t"))
+        .group_by("symbol")
+        .agg(pl.len().alias("n"), pl.col("t").min().alias("lo"), pl.col("t").max().alias("hi"))
+        .sort("symbol")
+    )
+    return "; ".join(
+        f"{s}: {n:,} bars from {_utc(lo)} to {_utc(hi)} UTC"
+        for s, n, lo, hi in per.iter_rows()
+        if symbols is None or s in symbols
+    )
+
+
+def _runs(client, db: str) -> int:
+    return int(client.command(f"SELECT count() FROM {db}.runs FINAL"))
+
+
+@pytest.fixture
+def split_bars(tmp_path: Path) -> tuple[Path, pl.DataFrame]:
+    """Real January 2024 bars, BTCUSDT on the 1st-3rd only and ETHUSDT on the 10th-12th only."""
+    df = pl.read_parquet(BARS_2024_01)
+    day = pl.col("open_time").dt.day()
+    df = df.filter(
+        ((pl.col("symbol") == "BTCUSDT") & day.is_between(1, 3))
+        | ((pl.col("symbol") == "ETHUSDT") & day.is_between(10, 12))
+    )
+    path = tmp_path / "split.parquet"
+    df.write_parquet(path)
+    return path, df
+
+
+@pytest.mark.parametrize("source", [f"file:{BARS_2024_01}", "kafka:md.bars.v1"])
+def test_end_not_after_start_fails_before_anything_runs(
+    source: str, ch_dsn: str, ch_db: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    t = parse_time("2024-01-10")
+    for end in (t, parse_time("2024-01-03")):
+        with pytest.raises(ValueError) as exc:
+            BacktestSpec(source, ("BTCUSDT",), t, end)
+        assert "--end (" in str(exc.value) and "--start (2024-01-10 00:00:00 UTC)" in str(exc.value)
+    client = connect(ch_dsn, ch_db)
+    assert int(client.command(f"SELECT count() FROM system.tables WHERE database = '{ch_db}'")) == 0
+    # The command: exit 2 and a message naming both flags, no broker or store needed.
+    rc = main(["backtest", "--source", source, "--start", "2024-01-10", "--end", "2024-01-10"])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "--start" in err and "--end" in err
+
+
+def test_range_outside_the_file_fails_with_what_it_holds(ch_dsn: str, ch_db: str) -> None:
+    cfg = _cfg(ch_dsn, ch_db)
+    client = connect(ch_dsn, ch_db)
+    ensure_tables(client, ch_db)
+    spec = BacktestSpec(
+        f"file:{BARS_2024_01}",
+        ("BTCUSDT", "ETHUSDT"),
+        parse_time("2023-06-01"),
+        parse_time("2023-07-01"),
+    )
+    with pytest.raises(ValueError) as exc:
+        run_backtest(cfg, spec, None, progress=False)
+    assert str(exc.value) == (
+        "nothing to replay for BTCUSDT, ETHUSDT between --start 2023-06-01 00:00:00 and "
+        f"--end 2023-07-01 00:00:00 UTC; file:{BARS_2024_01} holds "
+        + _holds(pl.read_parquet(BARS_2024_01))
+    )
+    assert _runs(client, ch_db) == 0
+    assert int(client.command(f"SELECT count() FROM {ch_db}.bars")) == 0  # nothing ran
+
+
+def test_symbol_absent_from_the_file_fails(ch_dsn: str, ch_db: str) -> None:
+    cfg = _cfg(ch_dsn, ch_db, ["BTCUSDT", "ETHUSDT", "SOLUSDT"])
+    client = connect(ch_dsn, ch_db)
+    ensure_tables(client, ch_db)
+    spec = BacktestSpec(f"file:{BARS_2024_01}", ("SOLUSDT", "BTCUSDT"))
+    with pytest.raises(ValueError) as exc:
+        run_backtest(cfg, spec, None, progress=False)
+    assert str(exc.value) == (
+        f"file:{BARS_2024_01} holds no bars for SOLUSDT (--symbols); it holds "
+        + _holds(pl.read_parquet(BARS_2024_01))
+    )
+    assert _runs(client, ch_db) == 0
+
+
+def test_the_command_prints_the_inventory_and_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["backtest", "--source", f"file:{BARS_2024_01}", "--start", "2023-06-01"]
+    rc = main([*args, "--end", "2023-07-01", "--config", "examples/sma_cross.toml"])
+    assert rc == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert err.startswith("error: nothing to replay for BTCUSDT, ETHUSDT")
+    assert _holds(pl.read_parquet(BARS_2024_01)) in err
+
+
+def test_a_symbol_without_bars_in_range_is_a_warning(
+    split_bars: tuple[Path, pl.DataFrame],
+    ch_dsn: str,
+    ch_db: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    path, df = split_bars
+    cfg = _cfg(ch_dsn, ch_db)
+    spec = BacktestSpec(
+        f"file:{path}", ("BTCUSDT", "ETHUSDT"), parse_time("2024-01-02"), parse_time("2024-01-03")
+    )
+    run_id, summary = run_backtest(cfg, spec, tmp_path / "out", progress=False)
+    warning = (
+        "ETHUSDT got no bars between --start 2024-01-02 00:00:00 and --end 2024-01-03 00:00:00 "
+        f"UTC; file:{path} holds " + _holds(df, ["ETHUSDT"])
+    )
+    doc = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert doc["warnings"] == [warning]
+    assert doc["bars_by_symbol"] == {"BTCUSDT": 1440, "ETHUSDT": 0}
+    assert f"warning: {warning}" in capsys.readouterr().out
+    client = connect(ch_dsn, ch_db)
+    assert count_final(client, ch_db, "runs", run_id) == 1
+    assert count_final(client, ch_db, "bars", run_id) == summary.n_bars == 1440
+
+
+def test_summary_counts_bars_per_symbol_and_states_open_positions(
+    ch_dsn: str, ch_db: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cfg = _cfg(ch_dsn, ch_db)
+    start, end = parse_time("2024-01-03"), parse_time("2024-01-10")
+    assert start is not None and end is not None
+    out = tmp_path / "out"
+    spec = BacktestSpec(f"file:{BARS_2024_01}", ("BTCUSDT", "ETHUSDT"), start, end)
+    run_id, _ = run_backtest(cfg, spec, out, progress=False)
+    doc = json.loads((out / "summary.json").read_text())
+
+    # Bars per symbol: the file's count in [start, end), by polars.
+    bars = (
+        pl.read_parquet(BARS_2024_01)
+        .with_columns(pl.col("open_time").dt.epoch("ns").alias("t"))
+        .filter(pl.col("t").is_between(start, end, closed="left"))
+        .sort("symbol", "t")
+    )
+    expected = dict(bars.group_by("symbol").len().sort("symbol").iter_rows())
+    assert doc["bars_by_symbol"] == expected == {"BTCUSDT": 10_080, "ETHUSDT": 10_080}
+
+    # Open positions: net quantity from fills.csv, marked at the last close in the range.
+    with (out / "fills.csv").open() as fh:
+        fills = list(csv.DictReader(fh))
+    opened = []
+    for sym in ("BTCUSDT", "ETHUSDT"):
+        mine = [f for f in fills if f["symbol"] == sym]
+        net = sum(float(f["qty"]) * (1 if f["side"] == "buy" else -1) for f in mine)
+        if abs(net) > 1e-9:
+            last_buy = [f for f in mine if f["side"] == "buy"][-1]
+            close = bars.filter(pl.col("symbol") == sym)["close"][-1]
+            avg = float(last_buy["price"])  # long-only, all-in: one buy opens the position
+            opened.append((sym, net, avg, close, net * close, (close - avg) * net))
+    got = [
+        (
+            p["symbol"],
+            p["qty"],
+            p["avg_price"],
+            p["mark_price"],
+            p["mark_value"],
+            p["unrealized_pnl"],
+        )
+        for p in doc["open_positions"]
+    ]
+    assert opened, "this range ends with positions open"
+    assert [g[0] for g in got] == [o[0] for o in opened]
+    for g, o in zip(got, opened, strict=True):
+        assert g[1:] == pytest.approx(o[1:], rel=1e-9)
+    assert doc["n_bars"] == 10_080  # the old key keeps its meaning (equity timestamps)
+
+    text = capsys.readouterr().out
+    for sym, n in expected.items():
+        assert f"bars {sym}" in text and f"{n:,}" in text
+    for sym, qty, _, mark, value, upnl in opened:
+        assert f"open {sym}" in text
+        assert f"qty {qty:.8g} @ {mark:,.2f}: value {value:,.2f}, unrealized PnL {upnl:+,.2f}" in (
+            text
+        )
+    assert f"outputs: {out} (fills.csv, equity.csv, summary.json, equity.png)" in text
+    assert f"rows: ClickHouse {ch_dsn}, database {ch_db}, run_id {run_id}" in text
+
+    # The run's feature set is in `feature_sets`: every features row can be labelled from it.
+    fs = config_feature_set(cfg)
+    client = connect(ch_dsn, ch_db)
+    rows = query_df(
+        client,
+        f"SELECT version, feature_set, columns, specs FROM {ch_db}.feature_sets FINAL "
+        "WHERE run_id = %(r)s",
+        {"r": run_id},
+    )
+    assert rows.rows() == [(fs.version, fs.name, list(fs.columns), fs.spec_texts())]
+    n_features = count_final(client, ch_db, "features", run_id)
+    labelled = client.command(
+        f"SELECT count() FROM (SELECT version, length(values) AS n FROM {ch_db}.features FINAL "
+        "WHERE run_id = {r:String}) AS f INNER JOIN (SELECT version, length(columns) AS n "
+        f"FROM {ch_db}.feature_sets FINAL WHERE run_id = {{r:String}}) AS s "
+        "ON f.version = s.version AND f.n = s.n",
+        parameters={"r": run_id},
+    )
+    assert int(labelled) == n_features == 2 * 10_080
+
+
+@pytest.mark.kafka
+def test_kafka_source_reports_what_the_topic_holds(
+    split_bars: tuple[Path, pl.DataFrame],
+    kafka_topic,
+    kafka_bootstrap: str,
+    ch_dsn: str,
+    ch_db: str,
+    tmp_path: Path,
+) -> None:
+    path, df = split_bars
+    topic = kafka_topic(partitions=2, suffix="md.bars.v1")
+    assert ingest_file(path, kafka_bootstrap, "bars", topic=topic, progress=False) == df.height
+    cfg = _cfg(
+        ch_dsn, ch_db, ["BTCUSDT", "ETHUSDT", "SOLUSDT"], kafka={"bootstrap": kafka_bootstrap}
+    )
+    client = connect(ch_dsn, ch_db)
+    ensure_tables(client, ch_db)
+    source = f"kafka:{topic}"
+
+    # Held but not in the range: a warning, and the run stands.
+    jan2 = (parse_time("2024-01-02"), parse_time("2024-01-03"))
+    spec = BacktestSpec(source, ("BTCUSDT", "ETHUSDT"), *jan2, publish=False)
+    run_id, _ = run_backtest(cfg, spec, tmp_path / "ok", progress=False)
+    doc = json.loads((tmp_path / "ok" / "summary.json").read_text())
+    assert doc["bars_by_symbol"] == {"BTCUSDT": 1440, "ETHUSDT": 0}
+    assert doc["warnings"] == [
+        "ETHUSDT got no bars between --start 2024-01-02 00:00:00 and --end 2024-01-03 00:00:00 "
+        f"UTC; {source} holds " + _holds(df, ["ETHUSDT"])
+    ]
+    assert _runs(client, ch_db) == count_final(client, ch_db, "runs", run_id) == 1
+
+    # A range outside the topic: the replay finds nothing, the topic's inventory says why.
+    spec = BacktestSpec(
+        source,
+        ("BTCUSDT", "ETHUSDT"),
+        parse_time("2023-06-01"),
+        parse_time("2023-07-01"),
+        publish=False,
+    )
+    with pytest.raises(ValueError) as exc:
+        run_backtest(cfg, spec, None, progress=False)
+    assert str(exc.value) == (
+        "the replay produced no bars for BTCUSDT, ETHUSDT between --start 2023-06-01 00:00:00 "
+        f"and --end 2023-07-01 00:00:00 UTC; {source} holds " + _holds(df)
+    )
+
+    # A symbol the topic does not hold.
+    spec = BacktestSpec(source, ("SOLUSDT",), publish=False)
+    with pytest.raises(ValueError) as exc:
+        run_backtest(cfg, spec, None, progress=False)
+    assert str(exc.value) == f"{source} holds no bars for SOLUSDT (--symbols); it holds " + _holds(
+        df
+    )
+    assert _runs(client, ch_db) == 1  # neither failure recorded a run
