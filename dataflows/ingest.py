@@ -9,7 +9,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from dataflows.io.files import Kind, detect_kind, normalized, scan, to_messages
-from infra.kafka.client import CheckedProducer
+from infra.faults import raise_fault
+from infra.kafka.client import BROKER_CHECK, CheckedProducer, DeliveryError
 from schemas.codec import encode
 from schemas.topics import BARS, TRADES
 
@@ -27,8 +28,12 @@ def ingest_file(
     chunk: int = 50_000,
     console: Console | None = None,
     progress: bool = True,
+    outage_s: float = 30.0,
 ) -> int:
-    """Returns the number of messages delivered (acknowledged by the broker)."""
+    """Returns the number of messages delivered (acknowledged by the broker). A broker that
+    stays unreachable for `outage_s` ends the ingest with a kafka `Fault` naming how far it
+    got (what was acknowledged before stays in the topic; a rerun of the file adds duplicates,
+    which replays dead-letter as such)."""
     lf = scan(path)
     found = detect_kind(lf)  # reads the schema (a CSV is sampled): once
     kind = kind or found
@@ -42,7 +47,7 @@ def ingest_file(
     df = df.sort("ts_event", "symbol")
     delivered = 0
     with (
-        CheckedProducer(bootstrap) as producer,
+        CheckedProducer(bootstrap, outage_s=outage_s) as producer,
         Progress(
             TextColumn(f"[bold]ingest[/] {kind} → {topic}"),
             BarColumn(),
@@ -58,6 +63,15 @@ def ingest_file(
             producer.produce_many(
                 topic, ((m.symbol, encode(m), m.ts_event // 1_000_000) for m in msgs)
             )
-            delivered += producer.flush()
+            try:
+                delivered += producer.flush(outage_s + 5.0)
+            except DeliveryError as exc:
+                producer.abort()
+                raise raise_fault(
+                    "kafka",
+                    f"{exc.failed + exc.undelivered} messages to {topic} not acknowledged "
+                    f"({exc}); {delivered:,} of {df.height:,} were delivered before",
+                    BROKER_CHECK,
+                ) from exc
             bar.advance(task, len(msgs))
     return delivered

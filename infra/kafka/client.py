@@ -6,6 +6,7 @@ wraps them for dataflows.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -17,6 +18,10 @@ from confluent_kafka import (
 )
 
 Headers = Mapping[str, str | bytes] | list[tuple[str, str | bytes]] | None
+
+
+_PRODUCER_LOG = logging.getLogger("cryptoflow.kafka.producer")
+_PRODUCER_LOG.addHandler(logging.NullHandler())
 
 
 class DeliveryError(RuntimeError):
@@ -68,7 +73,13 @@ class CheckedProducer:
         *,
         outage_s: float | None = None,
     ) -> None:
-        conf: dict[str, Any] = {"bootstrap.servers": bootstrap, **PRODUCER_DEFAULTS}
+        conf: dict[str, Any] = {
+            "bootstrap.servers": bootstrap,
+            **PRODUCER_DEFAULTS,
+            # librdkafka's own log lines (a refused connection every 50 ms) go through Python
+            # logging: the CLI's details log, never the user's terminal.
+            "logger": _PRODUCER_LOG,
+        }
         if outage_s is not None:
             if outage_s <= 0:
                 raise ValueError("outage_s must be > 0")

@@ -40,6 +40,7 @@ _RDKAFKA_LOG.addHandler(logging.NullHandler())
 _OUTAGE_CODES = frozenset(
     {KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN, KafkaError._RESOLVE}
 )
+_LEADER_CODES = frozenset({KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE})
 BROKER_CHECK = "that the broker is running (cryptoflow infra status) and KAFKA_BOOTSTRAP"
 
 
@@ -130,13 +131,24 @@ def topic_watermarks(
             time.sleep(0.1)
         marks: dict[int, tuple[int, int]] = {}
         for p in sorted(tmd.partitions):
-            left = max(deadline - time.monotonic(), 0.5)
-            try:
-                lo, hi = consumer.get_watermark_offsets(
-                    TopicPartition(topic, p), timeout=left, cached=False
-                )
-            except KafkaException as exc:
-                raise unreachable(exc) from exc
+            while True:
+                left = max(deadline - time.monotonic(), 0.5)
+                try:
+                    lo, hi = consumer.get_watermark_offsets(
+                        TopicPartition(topic, p), timeout=left, cached=False
+                    )
+                    break
+                except KafkaException as exc:
+                    err = exc.args[0] if exc.args else None
+                    # A topic created a moment ago has no partition leader yet: wait for it.
+                    if (
+                        isinstance(err, KafkaError)
+                        and err.code() in _LEADER_CODES
+                        and time.monotonic() < deadline
+                    ):
+                        time.sleep(0.1)
+                        continue
+                    raise unreachable(exc) from exc
             marks[p] = (lo, hi)
         return marks
     finally:

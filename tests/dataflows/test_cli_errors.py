@@ -100,9 +100,14 @@ def test_a_bad_date_names_the_flag_and_the_formats(
 def test_an_empty_range_is_an_error(capsys: pytest.CaptureFixture[str]) -> None:
     argv = ["backtest", "--source", f"file:{BARS_2024_01}", "--start", "2024-02-01"]
     assert main([*argv, "--end", "2024-01-01"]) == 2
-    assert _err(capsys) == (
-        "error: --start 2024-02-01 is not before --end 2024-01-01; the range is [start, end)"
+    msg = (
+        "error: --end (2024-01-01 00:00:00 UTC) must be after --start (2024-02-01 00:00:00 "
+        "UTC): the range [start, end) is empty"
     )
+    assert _err(capsys) == msg
+    ingest = ["ingest", "file", str(BARS_2024_01), "--start", "2024-02-01", "--end", "2024-01-01"]
+    assert main(ingest) == 2  # before reading the file or asking a broker
+    assert _err(capsys) == msg
 
 
 # --- symbols ----------------------------------------------------------------------------------

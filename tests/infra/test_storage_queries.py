@@ -278,3 +278,33 @@ def test_named_features_of_a_backtest(stored: Stored) -> None:
     assert all(n == feature_set("core").columns for n in names)
     ds = stored.query("named_features", run_id=stored.dataset_id)
     np.testing.assert_array_equal(values, _named(ds)[1])
+
+
+def _readme_queries() -> list[str]:
+    """The SQL statements of README.md's "Stored results" block, in order."""
+    text = (ROOT / "README.md").read_text()
+    block = text.split("## Stored results", 1)[1].split("```sql", 1)[1].split("```", 1)[0]
+    return [q.strip() for q in block.split(";") if q.strip()]
+
+
+def test_readme_queries_answer_like_the_documented_ones(stored: Stored) -> None:
+    equity, trips, compare = _readme_queries()
+    client = connect(stored.dsn, stored.database)
+
+    def run(sql: str, **params: str) -> pl.DataFrame:
+        return query_df(client, as_written(sql, stored.database), params)  # type: ignore[no-any-return]
+
+    for r in (stored.a, stored.b):
+        doc = stored.query("equity_curve", run_id=r.run_id)
+        got = run(equity, run_id=r.run_id)
+        assert got["ts_event"].to_list() == doc["ts_event"].to_list()
+        np.testing.assert_array_equal(got["equity"].to_numpy(), doc["equity"].to_numpy())
+        doc = stored.query("round_trips", run_id=r.run_id)
+        got = run(trips, run_id=r.run_id)
+        assert got["trip"].to_list() == doc["trip"].to_list()
+        assert got["trip_pnl"].to_list() == doc["trip_pnl"].to_list()
+    ids = {"run_a": stored.a.run_id, "run_b": stored.b.run_id}
+    doc = stored.query("compare_runs", **ids).sort("run_id")
+    got = run(compare, **ids).sort("run_id")
+    for col in ("final_equity", "total_return", "fills", "fees"):
+        assert got[col].to_list() == doc[col].to_list(), col
