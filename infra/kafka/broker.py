@@ -328,7 +328,9 @@ def _write_config(kdir: Path, host: str, port: int) -> Path:
 def _format_storage(java: str, lib: Path, kdir: Path, props: Path) -> None:
     if (kdir / "logs" / "meta.properties").exists():
         return
-    cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    cluster_id = "-"
+    while cluster_id[0] in "-_":  # an id starting with "-" reads as a flag to the tool's parser
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
     cmd = [java, "-Xmx256m", "-cp", f"{lib}/*", "kafka.tools.StorageTool", "format"]
     cmd += ["-t", cluster_id, "-c", str(props)]
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)

@@ -1,0 +1,34 @@
+"""Exit: close a position once the mark moves `pct` in its favour from the entry price (trigger
+inclusive). Odd inputs return None (see operators/risk/exits.py)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from operators.risk.exits import ExitIntent, Position, close_position, priced
+
+
+@dataclass(frozen=True)
+class TakeProfit:
+    name: ClassVar[str] = "take_profit"
+    pct: float = 0.015
+
+    def __post_init__(self) -> None:
+        if not self.pct > 0.0:
+            raise ValueError("take_profit.pct must be > 0")
+
+    def exits(self, position: Position, mark: float, ts: int) -> ExitIntent | None:
+        if not priced(position, mark):
+            return None
+        entry = position.avg_price
+        if position.qty > 0.0:
+            trigger = entry * (1.0 + self.pct)
+            hit = mark >= trigger
+        else:
+            trigger = entry * (1.0 - self.pct)
+            hit = mark <= trigger
+        if not hit:
+            return None
+        reason = f"take profit: mark {mark:.10g} at {trigger:.10g} ({self.pct:.2%} from entry)"
+        return close_position(position, mark, ts, self.name, reason)
