@@ -1,14 +1,15 @@
 """`build_flow`: the one dataflow that replay, paper and live run, differing only in sources and
 sinks.
 
-    source batches ─ decode/validate ─┬─ dead letters ───────────────────────────────┐
-                                      └─ per-symbol batches                          │
-      (trades) ─ bars ─┐                                                             │
-      (bars) ──────────┴─ guard+features (per group) ─ strategy (per symbol) ─┐          │
-                                   account (one key, symbols merged in event time) ┤          │
-                                                      │                              │
-                         orders.v1 / fills.v1 (Kafka) ┤     dlq.v1 (Kafka) ──────────┤
-                                     ClickHouse tables ┴─────────────────────────────┘
+    source batches ─ decode/validate ─┬─ dead letters ─────────────────────────────────────┐
+                                      └─ per-symbol batches                                │
+      (trades) ─ bars ─┐                                                                   │
+      (bars) ──────────┴─ guard+features (per group) ─ strategy (per symbol) ─┬─ messages ──┤
+                                          (bar, signal) decisions, one key ───┘            │
+                               account (symbols merged by (open time, symbol)) ─ fills, ───┤
+                                          orders, positions, account equity                │
+                         orders.v1 / fills.v1 (Kafka) ┤     dlq.v1 (Kafka) ────────────────┤
+                                     ClickHouse tables ┴───────────────────────────────────┘
 """
 
 from __future__ import annotations
