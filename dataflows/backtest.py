@@ -26,6 +26,7 @@ from dataflows.flow import build_flow, config_feature_set, selected_symbols
 from dataflows.io.files import FileSource, Kind
 from dataflows.io.progress import counted
 from dataflows.report import (
+    account_initial,
     bar_counts,
     build_report,
     load_run,
@@ -293,9 +294,8 @@ def run_backtest(
     per_symbol = {s: bars.get(s, 0) for s in selected}
     positions = open_positions(client, ch.database, run_id)
 
-    per = cfg.sleeve_cash(len(selected))
     fills, equity = load_run(client, ch.database, run_id)
-    summary, ts, eq = build_report(fills, equity, {s: per for s in selected})
+    summary, ts, eq = build_report(fills, equity, account_initial(cfg))
     info = {
         "run_id": run_id,
         "source": spec.source,

@@ -1,13 +1,15 @@
 """`build_flow`: the one dataflow that replay, paper and live run, differing only in sources and
 sinks.
 
-    source batches ─ decode/validate ─┬─ dead letters ───────────────────────────────┐
-                                      └─ per-symbol batches                          │
-      (trades) ─ bars ─┐                                                             │
-      (bars) ──────────┴─ guard+features (per group) ─ trader (strategy, sleeve)     │
-                                                      │                              │
-                         orders.v1 / fills.v1 (Kafka) ┤     dlq.v1 (Kafka) ──────────┤
-                                     ClickHouse tables ┴─────────────────────────────┘
+    source batches ─ decode/validate ─┬─ dead letters ─────────────────────────────────────┐
+                                      └─ per-symbol batches                                │
+      (trades) ─ bars ─┐                                                                   │
+      (bars) ──────────┴─ guard+features (per group) ─ strategy (per symbol) ─┬─ messages ──┤
+                                          (bar, signal) decisions, one key ───┘            │
+                               account (symbols merged by (open time, symbol)) ─ fills, ───┤
+                                          orders, positions, account equity                │
+                         orders.v1 / fills.v1 (Kafka) ┤     dlq.v1 (Kafka) ────────────────┤
+                                     ClickHouse tables ┴───────────────────────────────────┘
 """
 
 from __future__ import annotations
@@ -22,15 +24,14 @@ from bytewax.dataflow import Dataflow
 from bytewax.inputs import Source
 from bytewax.outputs import Sink
 
-from dataflows.steps import BarsLogic, FeaturesLogic, TraderLogic
+from dataflows.steps import AccountLogic, BarsLogic, FeaturesLogic, SignalLogic
 from infra.clickhouse import TABLE_BY_CLASS
-from operators.execution import SimulatedExecution
+from operators.account_trader import ACCOUNT, AccountTrader
 from operators.feature_engine import FeatureEngine
 from operators.features import FeatureSet, feature_set
 from operators.plausibility import BAR_RULES, ORDER_ONLY, Rules
 from operators.risk import MaxPositionNotional
 from operators.sizing import FractionOfEquity
-from operators.sleeve import Sleeve
 from operators.strategy_sma_cross import SmaCross
 from operators.validation import LIMITS, Limits, TimeWindow, decode_batch, validate_batch
 from schemas.codec import encode
@@ -241,6 +242,12 @@ def bar_rules(cfg: Config, kind: Kind) -> Rules:
     return Rules.for_bars(cfg.validation) if kind == "bars" else ORDER_ONLY
 
 
+def _decisions(kv: tuple[str, list[Any]]) -> tuple[str, list[Any]] | None:
+    """A symbol's (bar, signal) pairs, re-keyed to the one account (None: none in the batch)."""
+    pairs = [m for m in kv[1] if type(m) is tuple]
+    return (ACCOUNT, pairs) if pairs else None
+
+
 def build_flow(
     cfg: Config,
     source: Source[Any],
@@ -261,7 +268,6 @@ def build_flow(
     whose payload time falls outside the range a replay asked for."""
     selected = selected_symbols(cfg, symbols)
     fs = config_feature_set(cfg)
-    per_sleeve_cash = cfg.sleeve_cash(len(selected))
 
     flow = Dataflow(flow_id)
     bars, dead_in = market_stage(
@@ -273,17 +279,27 @@ def build_flow(
         s = cfg.strategy
         return SmaCross(symbol, s.fast, s.slow, s.price)
 
-    def new_sleeve(symbol: str) -> Sleeve:
-        return Sleeve(
-            symbol,
-            per_sleeve_cash,
+    symbols = sorted(selected)
+
+    def new_trader() -> AccountTrader:
+        return AccountTrader(
+            symbols,
+            cfg.portfolio.initial_cash,
             FractionOfEquity(cfg.sizing.fraction),
             [MaxPositionNotional(cfg.risk.max_position_notional)],
-            SimulatedExecution(cfg.execution.fee_bps, cfg.execution.slippage_bps),
+            cfg.execution.fee_bps,
+            cfg.execution.slippage_bps,
         )
 
-    traded = op.stateful("trader", rows, lambda r: TraderLogic(new_strategy, new_sleeve, r))
-    events = op.key_rm("events", traded)
+    new_trader()  # fail now on a bad config, not inside the running flow
+    signals = op.stateful("strategy", rows, lambda r: SignalLogic(new_strategy, r))
+    # Per symbol: messages go out; (bar, signal) decisions go to the one account, in event time.
+    messages = op.filter_map(
+        "messages", signals, lambda kv: [m for m in kv[1] if type(m) is not tuple] or None
+    )
+    decisions = op.filter_map("decisions", signals, _decisions)
+    booked = op.stateful("account", decisions, lambda r: AccountLogic(new_trader, r))
+    events = op.merge("events", messages, op.key_rm("account_events", booked))
     events = op.merge("with_dlq", events, dead_in)
     _outputs(events, sinks)
     return flow

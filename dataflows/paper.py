@@ -22,7 +22,7 @@ from dataflows.flow import build_flow, config_feature_set
 from dataflows.io.kafka import KafkaRangeSource
 from dataflows.io.monitor import FlowStats, Heartbeat, MonitorSink
 from dataflows.io.resume import NoRepeatSink
-from dataflows.report import build_report, load_run, print_summary
+from dataflows.report import account_initial, build_report, load_run, print_summary
 from dataflows.runner import execute, flow_sinks, record_feature_set, record_run, topic_kind
 from dataflows.shutdown import StoppableSource, handle_signals
 from infra.clickhouse import connect, ensure_tables
@@ -174,8 +174,7 @@ def _close(cfg: Config, client, info: RunInfo, symbols: tuple[str, ...], out: Co
     """The run's end and summary (over every session of the run, from ClickHouse)."""
     ch = cfg.clickhouse
     fills, equity = load_run(client, ch.database, info.run_id)
-    per = cfg.sleeve_cash(len(symbols))
-    summary, _, _ = build_report(fills, equity, {s: per for s in sorted(symbols)})
+    summary, _, _ = build_report(fills, equity, account_initial(cfg))
     record_run(
         client,
         ch.database,

@@ -20,7 +20,9 @@ from rich.console import Console
 from rich.table import Table
 
 from infra.clickhouse import query_df
+from operators.account_trader import ACCOUNT
 from operators.performance import Summary, combine_equity_arrays, summarize
+from schemas.config import Config
 from schemas.messages import Fill
 
 
@@ -97,9 +99,18 @@ def open_positions(client: Any, database: str, run_id: str) -> list[OpenPosition
     ]
 
 
+def account_initial(cfg: Config) -> dict[str, float]:
+    """The run's one account (docs/adr/0009) and its initial cash: what `build_report` starts
+    the equity curve from."""
+    return {ACCOUNT: cfg.portfolio.initial_cash}
+
+
 def build_report(
     fills: list[Fill], equity: pl.DataFrame, initial: dict[str, float]
 ) -> tuple[Summary, np.ndarray, np.ndarray]:
+    """Statistics over the equity points of the accounts in `initial` (one: "account"), each
+    carried forward where it has no point; equity points of other accounts are ignored."""
+    equity = equity.filter(pl.col("account").is_in(list(initial)))
     ts, eq = combine_equity_arrays(
         equity["ts_event"].to_numpy().astype(np.int64),
         equity["account"].to_numpy().astype(object),

@@ -10,10 +10,10 @@ from typing import Any
 from bytewax.operators import StatefulLogic
 
 from dataflows.shutdown import stopping
+from operators.account_trader import AccountTrader
 from operators.bars import BarBuilder
 from operators.feature_engine import FeatureEngine, Out
 from operators.plausibility import Rules
-from operators.sleeve import Sleeve
 from operators.validation import dead_letter_for
 from schemas.messages import Bar, FeatureRow, Metric, Trade
 
@@ -132,35 +132,47 @@ class FeaturesLogic(_Shim):
         return ([out] if out else []), self.RETAIN
 
 
-class TraderLogic(_Shim):
-    """(bar, features) rows of one symbol -> bar, signal, orders, denials, fills, positions,
-    equity: the symbol's strategy and sleeve, one step (same key, so no hop between them)."""
+class SignalLogic(_Shim):
+    """(bar, features) rows of one symbol -> the symbol's strategy: the bar, its signal (if any)
+    and one (bar, signal | None) decision tuple for the account step; feature rows, dead letters
+    and metrics pass through in order."""
 
-    def __init__(
-        self,
-        new_strategy: Callable[[str], Any],
-        new_sleeve: Callable[[str], Sleeve],
-        resume: tuple[Any, Sleeve] | None,
-    ) -> None:
+    def __init__(self, new_strategy: Callable[[str], Any], resume: Any) -> None:
         self.new_strategy = new_strategy
-        self.new_sleeve = new_sleeve
-        self.state: tuple[Any, Sleeve] | None = resume
+        self.state: Any = resume
 
     def on_item(self, value: Batch) -> tuple[list[Batch], bool]:
         out: Batch = []
         st = self.state
         for item in value:
             if type(item) is not tuple:
-                out.append(item)  # feature rows, dead letters, metrics pass through in order
+                out.append(item)
                 continue
             bar = item[0]
             if st is None:
-                st = self.state = (self.new_strategy(bar.symbol), self.new_sleeve(bar.symbol))
-            sig = st[0].update(bar)
+                st = self.state = self.new_strategy(bar.symbol)
+            sig = st.update(bar)
             out.append(bar)
             if sig is not None:
                 out.append(sig)
-            out.extend(st[1].on_bar(bar, sig))
+            out.append((bar, sig))
+        return ([out] if out else []), self.RETAIN
+
+
+class AccountLogic(_Shim):
+    """Every symbol's (bar, signal) decisions, one key ("account") -> fills, positions, account
+    equity, orders and denials of the one account (operators/account_trader.py)."""
+
+    def __init__(
+        self, new_trader: Callable[[], AccountTrader], resume: AccountTrader | None
+    ) -> None:
+        self.new_trader = new_trader
+        self.state: AccountTrader | None = resume
+
+    def on_item(self, value: Batch) -> tuple[list[Batch], bool]:
+        if self.state is None:
+            self.state = self.new_trader()
+        out = self.state.update(value)
         return ([out] if out else []), self.RETAIN
 
     def on_eof(self) -> tuple[list[Batch], bool]:
@@ -168,5 +180,5 @@ class TraderLogic(_Shim):
             return [], self.RETAIN
         if self.state is None:
             return [], self.RETAIN
-        snap = self.state[1].final_snapshot()
-        return ([snap] if snap else []), self.RETAIN
+        out = self.state.flush()
+        return ([out] if out else []), self.RETAIN

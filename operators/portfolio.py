@@ -1,4 +1,6 @@
-"""Accounting for one sleeve (one symbol's capital): cash, position, PnL, fees, equity."""
+"""Accounting for one sleeve (one symbol's capital): cash, position, PnL, fees, equity.
+
+Used by `Sleeve` only; the flow books on `operators/account.Account` (ADR 0009)."""
 
 from __future__ import annotations
 

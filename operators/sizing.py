@@ -1,4 +1,5 @@
-"""Position sizing: a fraction of sleeve equity per entry (long-only).
+"""Position sizing: a fraction of equity per entry (long-only); in the flow, of the one account's
+equity (docs/adr/0009), the cash passed in being what pending buys have not reserved.
 
 A buy is sized by quote budget (like Binance's quoteOrderQty) so that the base quantity is fixed
 only at the fill price: all-in means qty = cash / (fill_price * (1 + fee)).

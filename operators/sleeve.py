@@ -1,5 +1,8 @@
 """One symbol's trading loop: execution -> accounting -> sizing -> risk, one bar at a time.
 
+Not used by the flow since ADR 0009 (one account across symbols: operators/account_trader.py);
+kept as the single-symbol loop its tests check against the numpy reference.
+
 Capital is split into independent sleeves, one per symbol (docs/adr/0002). Each sleeve depends
 only on its own symbol's ordered bars, so results cannot depend on how Bytewax interleaves
 symbols across workers — the property that makes reruns byte-identical.

@@ -55,7 +55,7 @@ class StrategyConfig(_Section):
 
 
 class SizingConfig(_Section):
-    fraction: float = Field(1.0, gt=0, le=1.0)  # of sleeve equity per entry; 1.0 = all-in
+    fraction: float = Field(1.0, gt=0, le=1.0)  # of ACCOUNT equity per entry; 1.0 = all-in
 
 
 class RiskConfig(_Section):
@@ -141,10 +141,6 @@ class Config(_Section):
     paper: PaperConfig = PaperConfig()
     kafka: KafkaConfig = KafkaConfig()
     clickhouse: ClickHouseConfig = ClickHouseConfig()
-
-    def sleeve_cash(self, n_symbols: int) -> float:
-        """Capital of each sleeve: initial cash split evenly over the traded symbols."""
-        return self.portfolio.initial_cash / n_symbols
 
     def trading_json(self) -> str:
         """The config minus connection settings: what defines a run's results."""

@@ -124,7 +124,7 @@ class Fill(Message, frozen=True):
 
 
 class PositionSnapshot(Message, frozen=True):
-    """A sleeve's position after a fill or at a bar close."""
+    """One symbol's position after a fill or at the end of a run (cash: the account's)."""
 
     symbol: str
     ts_event: int
@@ -139,7 +139,7 @@ class PositionSnapshot(Message, frozen=True):
 
 
 class EquityPoint(Message, frozen=True):
-    """Marked-to-market equity of one sleeve (account = symbol) at a bar close."""
+    """Marked-to-market equity of the account ("account") at a bar close across its symbols."""
 
     account: str
     ts_event: int

@@ -29,7 +29,7 @@ class FlowStats:
         self.fills = 0
         self.dead = 0
         self.last_close: dict[str, int] = {}  # per symbol, latest bar close (event time)
-        self.equity: dict[str, float] = {}  # per sleeve
+        self.equity: dict[str, float] = {}  # per account
 
     def add(self, batch: list[Any]) -> None:
         bars = orders = fills = dead = 0

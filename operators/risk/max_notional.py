@@ -1,4 +1,4 @@
-"""Cap the notional of a sleeve's position after the order would fill."""
+"""Cap the notional of one symbol's position after the order would fill."""
 
 from __future__ import annotations
 

@@ -42,6 +42,18 @@ def batches(items: list[Any], size: int) -> TestingSource:
     return TestingSource([items[i : i + size] for i in range(0, len(items), size)])
 
 
+ACCOUNT_TYPES = ("Fill", "Order", "OrderDenied", "PositionSnapshot", "EquityPoint")
+
+
+def streams(events: list[Any]) -> tuple[list[Any], list[Any]]:
+    """The flow's two ordered streams (docs/adr/0009): per-symbol market messages (bars,
+    signals, feature rows, dead letters, metrics) and the account's (fills, orders, denials,
+    positions, equity). Each is in a defined order; how the two interleave is not."""
+    market = [e for e in events if type(e).__name__ not in ACCOUNT_TYPES]
+    account = [e for e in events if type(e).__name__ in ACCOUNT_TYPES]
+    return market, account
+
+
 def canonical(events: list[Any]) -> list[bytes]:
     """Events as comparable bytes (feature rows hold NaN during warm-up, and NaN != NaN)."""
     return [type(e).__name__.encode() + b":" + msgspec.json.encode(e) for e in events]

@@ -16,7 +16,7 @@ from operators.feature_engine import FeatureEngine
 from operators.features import FeatureSet, feature_set
 from schemas.config import Config
 from schemas.messages import DeadLetter, FeatureRow, Fill, Order
-from tests.dataflows.flowkit import canonical, run_flow, sma_config
+from tests.dataflows.flowkit import canonical, run_flow, sma_config, streams
 from tests.operators.opdata import SYMBOLS, real_bars
 from tests.paths import BARS_2024_01
 
@@ -110,9 +110,11 @@ def test_identical_across_workers(pair_runs: dict[int, list[Any]]) -> None:
     one, two = pair_runs[1], pair_runs[2]
     assert len(one) == len(two)
     assert sorted(canonical(one)) == sorted(canonical(two))
-    for sym in SYMBOLS:  # and each symbol's own stream in the same order
-        assert canonical([e for e in one if getattr(e, "symbol", None) == sym]) == canonical(
-            [e for e in two if getattr(e, "symbol", None) == sym]
+    (m1, a1), (m2, a2) = streams(one), streams(two)
+    assert canonical(a1) == canonical(a2)  # the account's stream in the same order
+    for sym in SYMBOLS:  # and each symbol's own market stream in the same order
+        assert canonical([e for e in m1 if getattr(e, "symbol", None) == sym]) == canonical(
+            [e for e in m2 if getattr(e, "symbol", None) == sym]
         )
 
 

@@ -7,7 +7,6 @@ import csv
 import json
 from pathlib import Path
 
-import numpy as np
 import polars as pl
 import pytest
 from confluent_kafka import Consumer, TopicPartition
@@ -18,11 +17,11 @@ from infra.clickhouse import connect, count_final, query_df
 from infra.kafka.client import CheckedProducer
 from schemas.codec import encode
 from schemas.config import Config
-from schemas.messages import Bar
+from schemas.messages import NS_PER_MINUTE, Bar
 from tests.dataflows.flowkit import sma_config
 from tests.operators.opdata import real_bars
 from tests.paths import BARS_2024_01, KLINES, TRADES
-from tests.reference.sma_cross_numpy import sma_cross_backtest
+from tests.reference.shared_account_loop import shared_account_backtest
 
 pytestmark = pytest.mark.kafka
 JAN = (parse_time("2024-01-01"), parse_time("2024-02-01"))
@@ -69,27 +68,35 @@ def test_replay_from_kafka_stores_everything_and_reruns_identically(
     run_id, summary = run_backtest(cfg, spec, tmp_path / "a", progress=False)
     client = connect(ch_dsn, ch_db)
     assert count_final(client, ch_db, "bars", run_id) == 89_280
-    assert count_final(client, ch_db, "equity", run_id) == 89_280
+    assert count_final(client, ch_db, "equity", run_id) == 44_640  # one account point per minute
     n_fills = count_final(client, ch_db, "fills", run_id)
     assert n_fills == summary.n_trades > 100
     assert count_final(client, ch_db, "orders", run_id) >= n_fills
     assert count_final(client, ch_db, "runs", run_id) == 1
     assert count_final(client, ch_db, "dead_letters", run_id) == 0
 
-    # The BTCUSDT sleeve (half the capital) equals the independent numpy reference.
-    btc = pl.read_parquet(BARS_2024_01).filter(pl.col("symbol") == "BTCUSDT").sort("open_time")
-    ref = sma_cross_backtest(btc["open"].to_numpy(), btc["close"].to_numpy(), cash0=500_000.0)
-    with (tmp_path / "a" / "fills.csv").open() as fh:
-        rows = [r for r in csv.DictReader(fh) if r["symbol"] == "BTCUSDT"]
-    assert [float(r["price"]) for r in rows] == ref["price"].tolist()
-    np.testing.assert_allclose([float(r["qty"]) for r in rows], ref["qty"], rtol=1e-9)
-    eq = query_df(
-        client,
-        f"SELECT equity FROM {ch_db}.equity FINAL WHERE run_id = %(r)s AND account = 'BTCUSDT' "
-        "ORDER BY ts_event DESC LIMIT 1",
-        {"r": run_id},
+    # The one account equals the independent two-symbol event loop exactly (docs/adr/0009).
+    ref = shared_account_backtest(
+        real_bars("BTCUSDT") + real_bars("ETHUSDT"), interval_ns=NS_PER_MINUTE, fee=10.0 * 1e-4
     )
-    assert eq["equity"][0] == pytest.approx(ref["final_equity"], rel=1e-9)
+    with (tmp_path / "a" / "fills.csv").open() as fh:
+        rows = list(csv.DictReader(fh))
+    got = [
+        (
+            int(r["ts_event"]),
+            r["symbol"],
+            r["side"],
+            float(r["price"]),
+            float(r["qty"]),
+            float(r["fee"]),
+        )
+        for r in rows
+    ]
+    assert sorted(got, key=lambda f: (f[0], f[1])) == [tuple(f) for f in ref["fills"]]
+    with (tmp_path / "a" / "equity.csv").open() as fh:
+        curve = [(int(r["ts_event"]), float(r["equity"])) for r in csv.DictReader(fh)]
+    assert curve == ref["equity"]
+    assert summary.final_equity == ref["final_equity"]
 
     # Orders and fills went to Kafka too, tagged with the run id, every one delivered.
     fills_msgs = [
