@@ -42,7 +42,7 @@ from dataflows.runner import (
     record_run,
     topic_kind,
 )
-from infra.clickhouse import close_all, connect, ensure_tables
+from infra.clickhouse import clear_run, close_all, connect, ensure_tables
 from operators.performance import Summary
 from schemas.config import Config
 from schemas.messages import RunInfo
@@ -88,11 +88,17 @@ class BacktestSpec:
         return self.source.partition(":")[2]
 
 
+# Bumped whenever the same config would trade differently (2: one account, ADR 0009), so old
+# results are never mistaken for new ones under the same run id.
+ENGINE_VERSION = 2
+
+
 def run_id_for(spec: BacktestSpec, cfg: Config) -> str:
-    """Deterministic: the same inputs and strategy config give the same run id, so a rerun
-    replaces its own rows (ReplacingMergeTree) instead of adding a second copy."""
+    """Deterministic: the same inputs, strategy config and engine version give the same run id,
+    so a rerun replaces its own rows instead of adding a second copy."""
     trading = json.loads(cfg.trading_json())
     doc = {
+        "engine": ENGINE_VERSION,
         "source": spec.source,
         "symbols": sorted(spec.symbols),
         "start": spec.start_ns,
@@ -274,6 +280,7 @@ def run_backtest(
     ch = cfg.clickhouse
     client = connect(ch.dsn, ch.database)
     ensure_tables(client, ch.database)
+    clear_run(client, ch.database, run_id)  # a rerun is exactly what it writes
 
     if spec.processes > 1:
         # chDB locks its directory per process: let the cluster's sink owner open it.

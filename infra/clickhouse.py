@@ -65,6 +65,7 @@ __all__ = [
     "ClickHouseWriteError",
     "Retry",
     "Table",
+    "clear_run",
     "close_all",
     "column_type",
     "columns_for",
@@ -456,6 +457,18 @@ def query_df(
     df = pl.from_arrow(table)
     assert isinstance(df, pl.DataFrame)
     return df.with_columns(pl.col(pl.Categorical).cast(pl.String))
+
+
+def clear_run(client: Client, database: str, run_id: str) -> None:
+    """Delete every row of `run_id` from every table (synchronously), so a rerun is exactly what
+    it writes — also when the engine's semantics changed and its rows no longer share keys with
+    the old ones (which ReplacingMergeTree would then keep beside the new ones)."""
+    for t in TABLES.values():
+        client.command(
+            f"ALTER TABLE {_quote(database)}.{_quote(t.name)} DELETE "
+            "WHERE run_id = {run_id:String} SETTINGS mutations_sync = 2",
+            parameters={"run_id": run_id},
+        )
 
 
 def count_final(client: Client, database: str, table: str, run_id: str) -> int:

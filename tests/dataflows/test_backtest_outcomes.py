@@ -295,3 +295,26 @@ def test_kafka_source_reports_what_the_topic_holds(
         df
     )
     assert _runs(client, ch_db) == 1  # neither failure recorded a run
+
+
+def test_rerun_leaves_no_stale_rows_of_an_older_engine(ch_dsn: str, ch_db: str) -> None:
+    """Rows a run id holds from before (e.g. an older engine that wrote per-symbol equity with
+    other keys) are gone after the rerun: the report reads only what this run wrote."""
+    from infra.clickhouse import BatchWriter
+    from schemas.messages import EquityPoint
+
+    cfg = _cfg(ch_dsn, ch_db)
+    spec = BacktestSpec(f"file:{BARS_2024_01}", ("BTCUSDT", "ETHUSDT"),
+                        parse_time("2024-01-01"), parse_time("2024-01-02"))  # fmt: skip
+    run_id, first = run_backtest(cfg, spec, progress=False)
+    client = connect(ch_dsn, ch_db)
+    stale = BatchWriter(client, ch_db, run_id)
+    stale.add("equity", [EquityPoint("BTCUSDT", 1_704_067_200 * 10**9, 0, 1.0, 0.0, 1.0)])
+    stale.flush()
+    again, second = run_backtest(cfg, spec, progress=False)
+    assert again == run_id and second == first
+    accounts = client.command(
+        f"SELECT groupUniqArray(account) FROM {ch_db}.equity FINAL WHERE run_id = %(r)s",
+        parameters={"r": run_id},
+    )
+    assert "BTCUSDT" not in str(accounts)
