@@ -18,6 +18,7 @@ from pathlib import Path
 from bytewax.recovery import RecoveryConfig, init_db_dir
 from rich.console import Console
 
+from dataflows.backtest import ENGINE_VERSION
 from dataflows.flow import build_flow, config_feature_set
 from dataflows.io.kafka import KafkaRangeSource
 from dataflows.io.monitor import FlowStats, Heartbeat, MonitorSink
@@ -39,10 +40,16 @@ def _session(cfg: Config, run_id: str, topic: str, symbols: tuple[str, ...], sta
     same source, symbols and trading config, or its snapshots would be applied to another flow."""
     rdir = recovery_dir(run_id)
     meta_path = rdir / "run.json"
-    want = {"topic": topic, "symbols": sorted(symbols), "config": json.loads(cfg.trading_json())}
+    want = {
+        "engine": ENGINE_VERSION,  # snapshots of another engine's steps do not fit this flow
+        "topic": topic,
+        "symbols": sorted(symbols),
+        "config": json.loads(cfg.trading_json()),
+    }
     if meta_path.is_file():
         meta = json.loads(meta_path.read_text())
-        for field in ("topic", "symbols", "config"):
+        meta.setdefault("engine", 1)  # runs from before the version was recorded
+        for field in ("engine", "topic", "symbols", "config"):
             if meta[field] != want[field]:
                 raise ValueError(
                     f"paper run {run_id!r} was started with a different {field} "
