@@ -298,7 +298,8 @@ def build_flow(
         "messages", signals, lambda kv: [m for m in kv[1] if type(m) is not tuple] or None
     )
     decisions = op.filter_map("decisions", signals, _decisions)
-    booked = op.stateful("account", decisions, lambda r: AccountLogic(new_trader, r))
+    stale = cfg.paper.stale_after_s if clock is not None else None  # live only
+    booked = op.stateful("account", decisions, lambda r: AccountLogic(new_trader, r, stale))
     events = op.merge("events", messages, op.key_rm("account_events", booked))
     events = op.merge("with_dlq", events, dead_in)
     _outputs(events, sinks)

@@ -63,6 +63,9 @@ class AccountTrader:
         self._watermark: dict[str, int] = {s: -1 for s in self.symbols}  # last open time seen
         self._seq: dict[str, int] = {s: 0 for s in self.symbols}
         self.last_bar: dict[str, Bar] = {}
+        # Live only: symbols marked stale (no bar for a while, by the caller's clock) do not
+        # hold the account back until they send again.
+        self.stale: set[str] = set()
 
     # --- input ---------------------------------------------------------------------------------
 
@@ -76,7 +79,18 @@ class AccountTrader:
             if bar.ts_event <= self._watermark[sym]:
                 raise ValueError(f"{sym} bar at {bar.ts_event} is not after the last one")
             self._watermark[sym] = bar.ts_event
+            self.stale.discard(sym)
             q.append((bar, sig))
+        self._release(out, final=False)
+        return out
+
+    def release_stale(self, symbols: Sequence[str]) -> list[msgspec.Struct]:
+        """Live: stop waiting for `symbols` (they sent nothing for the caller's stale delay) and
+        release what the others are held for. A stale symbol's next bar un-stales it; if it is
+        older than what was already released, it is booked on arrival (late, out of account
+        order: live only — replays never call this, so they stay deterministic)."""
+        self.stale.update(s for s in symbols if s in self._pending)
+        out: list[msgspec.Struct] = []
         self._release(out, final=False)
         return out
 
@@ -98,7 +112,8 @@ class AccountTrader:
 
     def _release(self, out: list[msgspec.Struct], final: bool) -> None:
         pending = self._pending
-        limit = min(self._watermark.values())
+        live = [w for s, w in self._watermark.items() if s not in self.stale]
+        limit = min(live) if live else max(self._watermark.values())
         while True:
             heads = [q[0][0].ts_event for q in pending.values() if q]
             if not heads:

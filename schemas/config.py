@@ -125,6 +125,9 @@ class ClickHouseConfig(_Section):
 class PaperConfig(_Section):
     epoch_s: float = Field(2.0, gt=0)  # snapshot interval (Bytewax recovery epoch)
     heartbeat_s: float = Field(10.0, gt=0)
+    # Live: a symbol that sent no bar for this long (wall clock) no longer holds the one account
+    # back (its bars are booked when they come). Replays always wait: they stay deterministic.
+    stale_after_s: float = Field(120.0, gt=0)
 
 
 class Config(_Section):

@@ -253,3 +253,26 @@ def test_tailing_from_now_says_when_the_topic_holds_only_older_records(
     assert f"the newest record on {topic} is from 2024-01-01 00:49:00 UTC" in out
     assert "nothing to trade until newer records arrive (use --start" in out
     assert "trades (fills)" in out  # the closing summary, even of an empty session
+
+
+def test_a_symbol_that_never_sends_does_not_hold_the_paper_account(
+    kafka_topic, kafka_bootstrap: str, tmp_path: Path
+):
+    """Only BTCUSDT bars on the topic, the config trades BTCUSDT and ETHUSDT: after
+    `paper.stale_after_s` ETHUSDT no longer holds the one account back."""
+    env = {**os.environ, "KAFKA_BOOTSTRAP": kafka_bootstrap, "CRYPTOFLOW_DATA_DIR": str(tmp_path)}
+    env.pop("CLICKHOUSE_DSN", None)
+    topic = kafka_topic(partitions=2, suffix="md.bars.v1")
+    _produce(kafka_bootstrap, topic, list(real_bars("BTCUSDT")[:600]))
+    cfg = tmp_path / "stale.toml"
+    cfg.write_text(_config(tmp_path).read_text().replace("[paper]", "[paper]\nstale_after_s = 1"))
+    run_id = f"paper-stale-{uuid.uuid4().hex[:6]}"
+    p = Paper(topic, run_id, env, cfg)
+    deadline = time.monotonic() + 60
+    orders = re.compile(r"\| orders ([1-9][0-9,]*) \|")
+    while not any(orders.search(line) for line in p.lines):
+        assert time.monotonic() < deadline, p.out()
+        assert p.proc.poll() is None, p.out()
+        time.sleep(0.1)
+    out = p.stop()
+    assert "panicked" not in out

@@ -93,3 +93,24 @@ def test_pickle_mid_stream_continues_identically() -> None:
     head = b.update(bars[:17])
     b = pickle.loads(pickle.dumps(b))
     assert head + b.update(bars[17:]) + b.flush() == full
+
+
+def test_a_stale_symbol_stops_holding_the_account_and_is_booked_when_it_returns() -> None:
+    """Live: ETH sends nothing; once the caller marks it stale, BTC trades on the whole account
+    exactly as a BTC-only account would; a late ETH bar un-stales ETH and is booked on arrival."""
+    alone = AccountTrader(["BTCUSDT"], 1_000.0, FractionOfEquity(1.0), [], 10.0, 0.0)
+    tr = _trader()
+    btc = [_bar("BTCUSDT", i, 100.0 + i) for i in range(6)]
+    decisions = [(b, _sig(b, 1) if i == 1 else None) for i, b in enumerate(btc)]
+    assert tr.update(decisions[:3]) == []  # held for ETH
+    assert tr.held == 3
+    got = tr.release_stale(["ETHUSDT"]) + tr.update(decisions[3:])
+    want = alone.update(decisions)
+    assert got == want and any(isinstance(m, Fill) for m in got)
+    assert tr.held == 0 and tr.stale == {"ETHUSDT"}
+    late = tr.update([(_bar("ETHUSDT", 2, 10.0), None)])  # older than what was released
+    assert [p.ts_event for p in late if isinstance(p, EquityPoint)] == [T0 + 3 * NS_PER_MINUTE]
+    assert tr.stale == set()
+    # ETH is live again: BTC waits for it once more.
+    assert tr.update([(_bar("BTCUSDT", 6, 106.0), None)]) == []
+    assert tr.held == 1
