@@ -36,7 +36,7 @@ class Summary:
 def combine_equity(
     points: Sequence[EquityPoint], initial: dict[str, float]
 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]:
-    """Total equity over all sleeves at every distinct timestamp (see `combine_equity_arrays`)."""
+    """Total equity over all accounts at every distinct timestamp (see `combine_equity_arrays`)."""
     return combine_equity_arrays(
         np.array([p.ts_event for p in points], dtype=np.int64),
         np.array([p.account for p in points], dtype=object),
@@ -51,9 +51,9 @@ def combine_equity_arrays(
     equity: npt.NDArray[np.float64],
     initial: dict[str, float],
 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]:
-    """Vectorised: per sleeve, forward-fill its equity over the union of timestamps (its
+    """Vectorised: per account, forward-fill its equity over the union of timestamps (its
     initial cash before its first point; the last point wins on a repeated timestamp), then sum
-    the sleeves in sorted-name order, so the result does not depend on input order."""
+    the accounts in sorted-name order, so the result does not depend on input order."""
     if len(ts) == 0:
         return np.array([], dtype=np.int64), np.array([], dtype=np.float64)
     order = np.lexsort((np.arange(len(ts)), accounts.astype(str), ts))

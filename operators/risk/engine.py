@@ -1,7 +1,7 @@
 """The pre-trade risk engine: every configured check, in tier order, over one `RiskContext`.
 
 `check` returns the first denial (tiers ORDER, POSITION, DAILY, PORTFOLIO, SYSTEM; configured
-order within a tier): one intent gets one `OrderDenied`, as the sleeve already emits, and the
+order within a tier): one intent gets one `OrderDenied`, as the account step already emits, and the
 cheapest, most specific reason wins. `check_all` returns every denial for diagnostics and tests.
 A rule that raises despite its contract denies (fail closed) instead of stopping the flow.
 """

@@ -1,32 +1,22 @@
-"""Sizing, risk, simulated execution, portfolio accounting and the per-symbol Sleeve loop."""
+"""Sizing, the position-notional risk rule and simulated execution (the account loop is tested
+in test_op_account_trader.py and against references in tests/dataflows/test_flow_account.py)."""
 
 from __future__ import annotations
 
-import math
-import pickle
-
-import numpy as np
 import pytest
 
 from operators.execution import SimulatedExecution
-from operators.portfolio import Portfolio
 from operators.risk.max_notional import MaxPositionNotional
 from operators.sizing import FractionOfEquity
-from operators.sleeve import Sleeve
-from operators.strategy_sma_cross import SmaCross
 from schemas.messages import (
     NS_PER_MINUTE,
     Bar,
-    EquityPoint,
     Fill,
     Order,
-    OrderDenied,
     OrderIntent,
-    PositionSnapshot,
     Signal,
 )
-from tests.operators.opdata import SYMBOLS, real_arrays, real_bars
-from tests.reference.sma_cross_numpy import sma_cross_backtest
+from tests.operators.opdata import real_bars
 
 
 def _signal(direction: int, ts: int = 1_000, symbol: str = "BTCUSDT") -> Signal:
@@ -212,201 +202,3 @@ def test_slippage_direction_and_fee() -> None:
 def test_execution_rejects_negative_costs(fee: float, slip: float) -> None:
     with pytest.raises(ValueError):
         SimulatedExecution(fee, slip)
-
-
-# --- portfolio -------------------------------------------------------------------------------
-
-
-def test_portfolio_accounting_round_trip() -> None:
-    pf = Portfolio("BTCUSDT", 10_000.0)
-    assert pf.equity == 10_000.0 and pf.unrealized_pnl == 0.0
-    pf.apply(_fill("buy", 100.0, 30.0, 3.0))
-    pf.apply(_fill("buy", 130.0, 10.0, 1.3))
-    assert pf.qty == 40.0
-    assert pf.avg_price == pytest.approx((100 * 30 + 130 * 10) / 40)  # 107.5
-    assert pf.cash == pytest.approx(10_000 - 3_000 - 3 - 1_300 - 1.3)
-    assert pf.fees == pytest.approx(4.3)
-    pf.mark(110.0)
-    assert pf.unrealized_pnl == pytest.approx((110 - 107.5) * 40)
-    assert pf.equity == pytest.approx(pf.cash + 40 * 110)
-    pf.apply(_fill("sell", 120.0, 15.0, 1.8))
-    assert pf.realized_pnl == pytest.approx((120 - 107.5) * 15)  # gross of fees
-    assert pf.qty == 25.0 and pf.avg_price == pytest.approx(107.5)  # avg unchanged by sells
-    assert pf.mark_price == 120.0  # a fill marks at its price
-    assert pf.cash == pytest.approx(10_000 - 4_300 - 4.3 + 1_800 - 1.8)
-    pf.apply(_fill("sell", 90.0, 25.0, 2.25))
-    assert pf.qty == 0.0 and pf.avg_price == 0.0
-    assert pf.realized_pnl == pytest.approx(187.5 + (90 - 107.5) * 25)
-    assert pf.fees == pytest.approx(4.3 + 1.8 + 2.25)
-    # flat: equity = cash = initial + realized - fees
-    assert pf.equity == pf.cash
-    assert pf.cash == pytest.approx(10_000 + pf.realized_pnl - pf.fees)
-
-
-def test_portfolio_snapshot_and_equity_point() -> None:
-    pf = Portfolio("ETHUSDT", 1_000.0)
-    pf.apply(_fill("buy", 50.0, 10.0, 0.5))
-    pf.mark(55.0)
-    snap = pf.snapshot(7, 8)
-    assert isinstance(snap, PositionSnapshot)
-    assert (snap.symbol, snap.ts_event, snap.ts_init) == ("ETHUSDT", 7, 8)
-    assert (snap.qty, snap.avg_price, snap.mark_price) == (10.0, 50.0, 55.0)
-    assert snap.cash == pytest.approx(499.5) and snap.fees == 0.5
-    assert snap.unrealized_pnl == pytest.approx(50.0) and snap.realized_pnl == 0.0
-    ep = pf.equity_point(9, 10)
-    assert isinstance(ep, EquityPoint)
-    assert (ep.account, ep.ts_event, ep.ts_init) == ("ETHUSDT", 9, 10)
-    assert ep.position_value == pytest.approx(550.0)
-    assert ep.equity == pytest.approx(1_049.5) == ep.cash + ep.position_value
-
-
-def test_overselling_raises_and_dust_goes_flat() -> None:
-    pf = Portfolio("BTCUSDT", 1_000.0)
-    with pytest.raises(ValueError, match="exceeds position"):
-        pf.apply(_fill("sell", 10.0, 0.1, 0.0))
-    pf.apply(_fill("buy", 10.0, 1.0, 0.0))
-    with pytest.raises(ValueError, match="exceeds position"):
-        pf.apply(_fill("sell", 10.0, 1.001, 0.0))
-    # selling 0.1 ten times (float residue ~1e-16) leaves an exactly flat position
-    for _ in range(10):
-        pf.apply(_fill("sell", 10.0, 0.1, 0.0))
-    assert pf.qty == 0.0 and pf.avg_price == 0.0
-
-
-# --- sleeve ----------------------------------------------------------------------------------
-
-
-def _sleeve(limit: float = 1e12, fee_bps: float = 10.0, slip: float = 0.0) -> Sleeve:
-    return Sleeve(
-        "BTCUSDT",
-        100_000.0,
-        FractionOfEquity(1.0),
-        [MaxPositionNotional(limit)],
-        SimulatedExecution(fee_bps, slip),
-    )
-
-
-def test_sleeve_event_order_signal_then_fill_at_next_open() -> None:
-    bars = real_bars("BTCUSDT")[:4]
-    sl = _sleeve()
-    out0 = sl.on_bar(bars[0], None)
-    assert [type(m) for m in out0] == [EquityPoint]
-    assert out0[0].ts_event == bars[0].ts_close and out0[0].equity == 100_000.0
-    buy = Signal(
-        symbol="BTCUSDT",
-        ts_event=bars[1].ts_close,
-        ts_init=bars[1].ts_init,
-        strategy="t",
-        direction=1,
-    )
-    out1 = sl.on_bar(bars[1], buy)
-    assert [type(m) for m in out1] == [EquityPoint, Order]
-    order = out1[1]
-    assert order.side == "buy" and order.quote_budget == 100_000.0
-    assert order.ts_event == bars[1].ts_close and order.order_id == "BTCUSDT-1"
-    out2 = sl.on_bar(bars[2], None)
-    assert [type(m) for m in out2] == [Fill, PositionSnapshot, EquityPoint]
-    fill, snap, ep = out2
-    assert fill.order_id == order.order_id
-    assert fill.price == bars[2].open and fill.ts_event == bars[2].ts_event
-    assert fill.qty == pytest.approx(100_000.0 / (bars[2].open * 1.001), rel=1e-12)
-    assert snap.qty == fill.qty and snap.mark_price == fill.price
-    assert snap.cash == pytest.approx(0.0, abs=1e-6)
-    assert ep.ts_event == bars[2].ts_close
-    assert ep.equity == pytest.approx(fill.qty * bars[2].close + snap.cash, rel=1e-12)
-    sell = Signal(
-        symbol="BTCUSDT",
-        ts_event=bars[2].ts_close,
-        ts_init=bars[2].ts_init,
-        strategy="t",
-        direction=-1,
-    )
-    # ordering within on_bar: mark-to-market happens before the new decision
-    sl2_out = sl.on_bar(bars[3], sell)
-    assert [type(m) for m in sl2_out] == [EquityPoint, Order]
-    assert sl2_out[1].side == "sell" and sl2_out[1].qty == fill.qty
-    assert sl2_out[1].order_id == "BTCUSDT-2"
-    assert [s.ts_event for s in sl.final_snapshot()] == [bars[3].ts_close]
-
-
-def test_sleeve_risk_denial_produces_no_order() -> None:
-    bars = real_bars("BTCUSDT")[:3]
-    sl = _sleeve(limit=50_000.0)
-    sl.on_bar(bars[0], None)
-    sig = Signal(symbol="BTCUSDT", ts_event=bars[0].ts_close, ts_init=1, strategy="t", direction=1)
-    out = sl.on_bar(bars[1], sig)
-    assert [type(m) for m in out] == [EquityPoint, OrderDenied]
-    denied = out[1]
-    assert denied.rule == "max_position_notional"
-    assert denied.reason == "projected position notional 100000.00 exceeds limit 50000.00"
-    assert denied.intent_id == "BTCUSDT-1" and denied.ts_event == sig.ts_event
-    assert sl.execution.pending == []
-    out = sl.on_bar(bars[2], None)
-    assert [type(m) for m in out] == [EquityPoint]
-    assert out[0].equity == 100_000.0 and sl.portfolio.qty == 0.0
-
-
-def test_sleeve_no_op_signal_emits_nothing_extra() -> None:
-    bars = real_bars("ETHUSDT")[:2]
-    sl = _sleeve()
-    out = sl.on_bar(bars[0], _signal(-1, ts=bars[0].ts_close))  # sell while flat
-    assert [type(m) for m in out] == [EquityPoint]
-    assert sl.final_snapshot()[0].qty == 0.0
-    assert _sleeve().final_snapshot() == []
-
-
-@pytest.mark.parametrize("symbol", SYMBOLS)
-def test_sleeve_with_sma_cross_equals_numpy_reference_on_real_month(symbol: str) -> None:
-    """SmaCross(10,50) -> Sleeve over the whole real month equals the independent vectorised
-    reference: same fill bars, prices, quantities and final equity; an equity point per bar."""
-    bars = real_bars(symbol)
-    cash0 = 500_000.0
-    strat = SmaCross(symbol, 10, 50)
-    sl = Sleeve(
-        symbol, cash0, FractionOfEquity(1.0), [MaxPositionNotional(1e12)], SimulatedExecution(10, 0)
-    )
-    fills: list[Fill] = []
-    n_equity = 0
-    ts_index = {b.ts_event: i for i, b in enumerate(bars)}
-    for b in bars:
-        for m in sl.on_bar(b, strat.update(b)):
-            if isinstance(m, Fill):
-                fills.append(m)
-            elif isinstance(m, EquityPoint):
-                assert m.ts_event == b.ts_close
-                n_equity += 1
-    assert n_equity == len(bars)
-    a = real_arrays(symbol)
-    ref = sma_cross_backtest(a["open"], a["close"], fast=10, slow=50, fee=0.001, cash0=cash0)
-    assert len(fills) == len(ref["fill_bar"]) > 50
-    assert [ts_index[f.ts_event] for f in fills] == list(ref["fill_bar"])
-    assert [1 if f.side == "buy" else -1 for f in fills] == list(ref["side"])
-    assert [f.price for f in fills] == list(ref["price"])
-    np.testing.assert_allclose([f.qty for f in fills], ref["qty"], rtol=1e-9)
-    final = sl.portfolio.equity
-    assert math.isclose(final, float(ref["final_equity"]), rel_tol=1e-9)
-
-
-def test_sleeve_and_strategy_pickle_mid_stream_then_continue() -> None:
-    """Recovery snapshot of strategy + sleeve state resumes to the identical event stream."""
-    bars = real_bars("ETHUSDT")[:6_000]
-
-    def fresh() -> tuple[SmaCross, Sleeve]:
-        sl = Sleeve(
-            "ETHUSDT",
-            1e5,
-            FractionOfEquity(0.8),
-            [MaxPositionNotional(1e9)],
-            SimulatedExecution(10, 2),
-        )
-        return SmaCross("ETHUSDT", 10, 50), sl
-
-    strat, sl = fresh()
-    expected = [m for b in bars for m in sl.on_bar(b, strat.update(b))]
-    assert sum(isinstance(m, Fill) for m in expected) > 10
-    for cut in (30, 2_345, 4_999):
-        strat, sl = fresh()
-        got = [m for b in bars[:cut] for m in sl.on_bar(b, strat.update(b))]
-        strat, sl = pickle.loads(pickle.dumps((strat, sl)))
-        got += [m for b in bars[cut:] for m in sl.on_bar(b, strat.update(b))]
-        assert got == expected
