@@ -180,8 +180,10 @@ def report(exc: BaseException, diag: Diagnostics) -> int:
         sys.stderr.write(tb)
     else:
         diag.note(tb)
-    if isinstance(exc, KeyboardInterrupt):
-        line, code = "interrupted", EXIT_INTERRUPTED
+    # Bytewax wraps a Ctrl-C inside `run_main` in its own runtime error: look at the root.
+    if isinstance(exc, KeyboardInterrupt) or isinstance(_innermost(exc), KeyboardInterrupt):
+        line = f"interrupted: {diag.verb} stopped before it finished"
+        code = EXIT_INTERRUPTED
     elif fault is not None:
         line, code = f"error: {fault}", EXIT_FAULT
     else:

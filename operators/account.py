@@ -356,11 +356,12 @@ class Account:
         )
 
     def equity_point(self, ts_event: int, ts_init: int) -> EquityPoint:
+        equity = self.equity  # once: it sums over the open positions (a per-bar hot path)
         return EquityPoint(
             account=self.account,
             ts_event=ts_event,
             ts_init=ts_init,
             cash=self.cash,
-            position_value=self.equity - self.cash,
-            equity=self.equity,
+            position_value=equity - self.cash,
+            equity=equity,
         )

@@ -326,3 +326,25 @@ def test_a_missing_topic_names_the_flag_and_infra_up(kafka_bootstrap: str, tmp_p
             "orders.v1, fills.v1, dlq.v1) (details: "
         ), line
         _no_library_noise(proc)
+
+
+def test_ctrl_c_during_a_backtest_is_one_line_and_exit_130(tmp_path: Path) -> None:
+    """Bytewax turns a SIGINT inside run_main into a Rust panic and its own error: the user sees
+    one line and 130, and no run is recorded."""
+    import signal
+
+    year = ROOT.parent / "shared" / "data" / "bars_1m" / "binance_spot_btcusdt_1m_2024.parquet"
+    if not year.is_file():
+        pytest.skip("needs ../shared/data")
+    env = {**os.environ, "CRYPTOFLOW_DATA_DIR": str(tmp_path)}
+    env.pop("CLICKHOUSE_DSN", None)
+    cmd = [sys.executable, "-m", "dataflows.cli", "backtest", "--source", f"file:{year}",
+           "--symbols", "BTCUSDT", "--no-progress"]  # fmt: skip
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    time.sleep(6)  # inside the replay
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    lines = [ln for ln in err.decode().splitlines() if ln.strip()]
+    assert proc.returncode == 130, err.decode()
+    assert len(lines) == 1 and lines[0].startswith("interrupted: backtest stopped"), lines
+    assert b"panicked" not in out + err
