@@ -24,7 +24,8 @@ from bytewax.dataflow import Dataflow
 from bytewax.inputs import Source
 from bytewax.outputs import Sink
 
-from dataflows.steps import AccountLogic, BarsLogic, FeaturesLogic, SignalLogic
+from dataflows.account_step import AccountLogic
+from dataflows.steps import BarsLogic, FeaturesLogic, SignalLogic
 from infra.clickhouse import TABLE_BY_CLASS
 from operators.account_trader import ACCOUNT, AccountTrader
 from operators.feature_engine import FeatureEngine
