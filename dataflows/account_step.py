@@ -37,8 +37,9 @@ class AccountLogic(_Shim):
             self.state = self.new_trader()
         if self.stale_after_s is not None:
             now = time.monotonic()
-            for bar, _ in value:
-                self._seen[bar.symbol] = now
+            for item in value:
+                if type(item) is tuple:
+                    self._seen[item[0].symbol] = now
         out = self.state.update(value)
         return ([out] if out else []), self.RETAIN
 

@@ -26,27 +26,33 @@ from bytewax.outputs import Sink
 
 from dataflows.account_step import AccountLogic
 from dataflows.steps import BarsLogic, FeaturesLogic, SignalLogic
+from dataflows.trader import new_trader
 from infra.clickhouse import TABLE_BY_CLASS
 from operators.account_trader import ACCOUNT, AccountTrader
 from operators.feature_engine import FeatureEngine
 from operators.features import FeatureSet, feature_set
 from operators.plausibility import BAR_RULES, ORDER_ONLY, Rules
-from operators.risk import MaxPositionNotional
-from operators.sizing import FractionOfEquity
 from operators.strategy_sma_cross import SmaCross
 from operators.validation import LIMITS, Limits, TimeWindow, decode_batch, validate_batch
-from schemas.codec import encode
+from schemas.codec import DecodeError, decoder, encode
 from schemas.config import Config
 from schemas.messages import (
     NS_PER_SECOND,
     Bar,
+    Command,
     DeadLetter,
     FeatureRow,
     Fill,
+    FlattenPositions,
+    HaltTrading,
     Metric,
     Order,
+    OrderDenied,
+    ResumeTrading,
     Trade,
+    TradingStateChanged,
 )
+from schemas.topics import CONTROL
 
 if TYPE_CHECKING:  # annotations only: importing it would load polars for Kafka-only flows
     from dataflows.io.files import Kind
@@ -56,7 +62,8 @@ if TYPE_CHECKING:  # annotations only: importing it would load polars for Kafka-
 class FlowSinks:
     """Where outputs go. Any of them may be None (e.g. a unit test collects only `events`).
 
-    clickhouse: items ("table", [messages]); orders/fills/dlq: items (key, json bytes);
+    clickhouse: items ("table", [messages]); orders/fills/dlq/denials/risk_state: items (key,
+    json bytes);
     events: every emitted message, one item each (tests, in-process reports);
     monitor: the event batches as they are (counters for a heartbeat).
     """
@@ -65,6 +72,8 @@ class FlowSinks:
     orders: Sink[Any] | None = None
     fills: Sink[Any] | None = None
     dlq: Sink[Any] | None = None
+    denials: Sink[Any] | None = None  # risk.denials.v1
+    risk_state: Sink[Any] | None = None  # risk.state.v1
     events: Sink[Any] | None = None
     monitor: Sink[Any] | None = None  # event batches, unflattened (heartbeat counters)
 
@@ -249,6 +258,33 @@ def _decisions(kv: tuple[str, list[Any]]) -> tuple[str, list[Any]] | None:
     return (ACCOUNT, pairs) if pairs else None
 
 
+_COMMAND: Any = decoder(Command)  # type: ignore[arg-type]
+
+
+def _commands(batch: list[Any]) -> tuple[str, list[Any]] | None:
+    """Control records -> (account, [commands and dead letters]) (None: an empty batch)."""
+    out: list[Any] = []
+    for m in batch:
+        if isinstance(m, HaltTrading | ResumeTrading | FlattenPositions):
+            out.append(m)
+            continue
+        try:
+            out.append(_COMMAND.decode(m.value))
+        except (DecodeError, TypeError) as exc:
+            off = getattr(m, "offset", None)
+            out.append(
+                DeadLetter(
+                    ts_init=m.timestamp_ms * 1_000_000,
+                    source=CONTROL.name,
+                    reason=f"bad command: {exc}",
+                    payload=bytes(m.value or b"").decode("utf-8", "replace"),
+                    key=m.key or "",
+                    origin=f"{CONTROL.name}/{m.partition}/{off}",
+                )
+            )
+    return (ACCOUNT, out) if out else None
+
+
 def build_flow(
     cfg: Config,
     source: Source[Any],
@@ -260,13 +296,16 @@ def build_flow(
     flow_id: str = "cryptoflow",
     clock: Callable[[], int] | None = None,
     replay_range: tuple[int | None, int | None] | None = None,
+    control: Source[Any] | None = None,
 ) -> Dataflow:
     """Wire the trading flow. `source` yields batches (lists) of raw Kafka messages (objects with
     .key/.value/.timestamp_ms/.partition/.offset) or of decoded `Trade`/`Bar` structs.
 
     `clock` (live/paper: `time.time_ns`; None in replay) bounds event time by the wall clock
     (cfg.validation.max_clock_ahead_s); `replay_range` [start, end) ns dead-letters messages
-    whose payload time falls outside the range a replay asked for."""
+    whose payload time falls outside the range a replay asked for. `control` (paper/live)
+    yields batches of operator commands (`HaltTrading`, ... or raw control.commands.v1 records);
+    an undecodable one is dead-lettered."""
     selected = selected_symbols(cfg, symbols)
     fs = config_feature_set(cfg)
 
@@ -282,25 +321,21 @@ def build_flow(
 
     symbols = sorted(selected)
 
-    def new_trader() -> AccountTrader:
-        return AccountTrader(
-            symbols,
-            cfg.portfolio.initial_cash,
-            FractionOfEquity(cfg.sizing.fraction),
-            [MaxPositionNotional(cfg.risk.max_position_notional)],
-            cfg.execution.fee_bps,
-            cfg.execution.slippage_bps,
-        )
+    def trader() -> AccountTrader:
+        return new_trader(cfg, symbols)
 
-    new_trader()  # fail now on a bad config, not inside the running flow
+    trader()  # fail now on a bad config, not inside the running flow
     signals = op.stateful("strategy", rows, lambda r: SignalLogic(new_strategy, r))
     # Per symbol: messages go out; (bar, signal) decisions go to the one account, in event time.
     messages = op.filter_map(
         "messages", signals, lambda kv: [m for m in kv[1] if type(m) is not tuple] or None
     )
     decisions = op.filter_map("decisions", signals, _decisions)
+    if control is not None:  # operator commands join the account's input on its one key
+        commands = op.filter_map("commands", op.input("control", flow, control), _commands)
+        decisions = op.merge("with_commands", decisions, commands)
     stale = cfg.paper.stale_after_s if clock is not None else None  # live only
-    booked = op.stateful("account", decisions, lambda r: AccountLogic(new_trader, r, stale))
+    booked = op.stateful("account", decisions, lambda r: AccountLogic(trader, r, stale))
     events = op.merge("events", messages, op.key_rm("account_events", booked))
     events = op.merge("with_dlq", events, dead_in)
     _outputs(events, sinks)
@@ -316,6 +351,8 @@ def _outputs(events: Any, sinks: FlowSinks) -> None:
         ("orders", Order, "symbol", sinks.orders),
         ("fills", Fill, "symbol", sinks.fills),
         ("dlq", DeadLetter, "key", sinks.dlq),
+        ("denials", OrderDenied, "symbol", sinks.denials),
+        ("risk_state", TradingStateChanged, "account", sinks.risk_state),
     ):
         if sink is not None:
             op.output(

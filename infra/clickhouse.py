@@ -48,13 +48,16 @@ from schemas.messages import (
     FeatureRow,
     FeatureSetInfo,
     Fill,
+    Liquidation,
     Metric,
     Order,
     OrderDenied,
+    OrderExpired,
     PositionSnapshot,
     RunInfo,
     Signal,
     Trade,
+    TradingStateChanged,
 )
 
 __all__ = [
@@ -155,6 +158,11 @@ TABLES: dict[str, Table] = {
         Table("orders", Order, ("run_id", "order_id")),
         Table("order_denials", OrderDenied, ("run_id", "intent_id")),
         Table("fills", Fill, ("run_id", "fill_id")),
+        Table("order_expiries", OrderExpired, ("run_id", "order_id")),
+        Table("liquidations", Liquidation, ("run_id", "account", "symbol", "ts_event")),
+        Table(
+            "trading_state", TradingStateChanged, ("run_id", "account", "symbol", "ts_event", "new")
+        ),
         Table("positions", PositionSnapshot, ("run_id", "symbol", "ts_event")),
         Table("equity", EquityPoint, ("run_id", "account", "ts_event")),
         Table("metrics", Metric, ("run_id", "name", "labels", "ts_event")),

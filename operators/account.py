@@ -25,8 +25,15 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from operators.sim_messages import AccountKind, AccountState, Liquidation, PositionState
-from schemas.messages import EquityPoint, PositionSnapshot, Side
+from schemas.messages import (
+    AccountKind,
+    AccountState,
+    EquityPoint,
+    Liquidation,
+    PositionSnapshot,
+    PositionState,
+    Side,
+)
 
 DUST_REL = 1e-12  # |qty| left after a fill, relative to the size before it, that counts as flat
 # spot slack (float residue of all-in buys and full sells); <= DUST_REL, so no dust shorts
@@ -34,7 +41,7 @@ SLACK_REL = 1e-12
 
 
 class FillLike(Protocol):
-    """schemas.messages.Fill and sim_messages.OrderFilled both fit."""
+    """schemas.messages.Fill and OrderFilled both fit."""
 
     @property
     def symbol(self) -> str: ...

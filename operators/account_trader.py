@@ -1,37 +1,72 @@
 """The one account across all symbols: per-symbol decisions merged in event time, then
-execution -> accounting -> sizing -> risk on ONE `Account` (docs/adr/0009).
+execution -> accounting -> risk state -> exits -> sizing -> risk checks on ONE `Account`
+(docs/adr/0009, docs/risk.md, docs/execution.md).
 
 Input: (bar, signal | None) pairs, each symbol's in its own bar order (the per-symbol strategy
-runs upstream, keyed by symbol). Pairs are buffered per symbol and released in (bar open time,
-symbol name) order once every symbol of the account has shown a bar at or after that time —
-FeatureEngine's alignment — so results never depend on how the sources or Bytewax workers
-interleave symbols. A symbol that stops sending holds the account back until `flush` (end of a
-bounded replay).
+runs upstream), and operator commands (`HaltTrading`, `ResumeTrading`, `FlattenPositions`).
+Pairs are buffered per symbol and released in (bar open time, symbol name) order once every
+symbol of the account has shown a bar at or after that time, so results never depend on how the
+sources or Bytewax workers interleave symbols. A symbol that stops sending holds the account back
+until `flush` (end of a bounded replay) or, live, `release_stale`.
 
 For the bars released at open time t (symbols in name order):
-1. each symbol's orders decided at its previous bar's close fill at this bar's open (fee and
-   slippage as `SimulatedExecution`), booked on the account (fill + PositionSnapshot);
-2. each symbol is marked at its close; then one account EquityPoint (account "account");
-3. each symbol's signal, if any, is sized from ACCOUNT equity (`FractionOfEquity`; a buy's
-   budget is also capped by the cash not already reserved by pending buys; a budget at or
-   below 1e-9 of equity is no trade), risk-checked and submitted to fill at that symbol's
-   next bar open.
+1. per symbol: a liquidation due from the last close happens at this bar's open; then the
+   execution simulator works the symbol's orders through the bar (fills, expiries); fills are
+   booked; a position back to flat cancels its resting exits (one-cancels-other);
+2. each symbol is marked at its close; a margin account below maintenance margin is due for
+   liquidation; one account `EquityPoint`; the risk monitor updates;
+3. the trading state machine sees the book (drawdown, black swan, stale data) and may move
+   ACTIVE -> REDUCING -> HALTED; entering HALTED cancels every working order and, configured so,
+   flattens every position;
+4. resting exits (stop-loss / trailing stop, take-profit) are placed or moved for each open
+   position of the symbols at t;
+5. each symbol's signal is sized from ACCOUNT equity, checked (the trading state's reduce-only
+   guard, every configured risk rule, then the account's own cash / margin check) and submitted
+   to the simulator, to work from the next bar open (plus latency). A refusal is an
+   `OrderDenied` naming the rule, its reason and the values compared.
 
-Spot account: with fraction 1.0 ("all-in") the first entry takes all the cash and other symbols'
-entries are skipped (no budget) until cash comes back from a sell.
+Commands apply when they arrive (within the bar: a halt stops new orders at once and its
+flattening orders work from the next bar open).
 """
 
 from __future__ import annotations
 
+import math
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import msgspec
 
-from operators.account import Account
-from operators.execution import SimulatedExecution
-from operators.sizing import FractionOfEquity
-from schemas.messages import Bar, Order, OrderDenied, Signal
+from operators.account import Account, AccountError
+from operators.execution_sim import ExecutionSim, to_fill
+from operators.risk.black_swan import BlackSwan
+from operators.risk.brackets import Brackets, ExitOrder, both_touched
+from operators.risk.context import Denial, MarketView, RiskContext, SymbolSpec
+from operators.risk.drawdown_breaker import DrawdownBreaker
+from operators.risk.engine import RiskEngine
+from operators.risk.exits import Position as ExitPosition
+from operators.risk.monitor import RiskMonitor
+from operators.risk.stale_data import StaleData
+from operators.risk.state import Mode, TradingState, TradingStateChanged
+from operators.sizing import FractionOfEquity, Sizer
+from schemas.codec import encode
+from schemas.messages import (
+    Bar,
+    CancelOrder,
+    DeadLetter,
+    FlattenPositions,
+    HaltTrading,
+    Order,
+    OrderDenied,
+    OrderExpired,
+    OrderFilled,
+    ResumeTrading,
+    Side,
+    Signal,
+    SubmitOrder,
+    TimeInForce,
+)
+from schemas.messages import TradingStateChanged as StateEvent
 
 ACCOUNT = "account"
 # A buy budget at or below this fraction of equity is no trade: the float residue of an all-in
@@ -39,39 +74,75 @@ ACCOUNT = "account"
 MIN_BUDGET_REL = 1e-9
 
 Decision = tuple[Bar, Signal | None]
+Command = HaltTrading | ResumeTrading | FlattenPositions
+_NO_SPEC = SymbolSpec(0.0, 0.0, 0.0)
 
 
 class AccountTrader:
     def __init__(
         self,
         symbols: Sequence[str],
-        initial_cash: float,
-        sizer: FractionOfEquity,
-        risk_rules: Sequence[object],
-        fee_bps: float,
-        slippage_bps: float,
-        account: str = ACCOUNT,
+        account: Account,
+        *,
+        sim: ExecutionSim | None = None,
+        sizer: Sizer | None = None,
+        engine: RiskEngine | None = None,
+        state: TradingState | None = None,
+        brackets: Brackets | None = None,
+        monitor: RiskMonitor | None = None,
+        specs: Mapping[str, SymbolSpec] | None = None,
+        round_to_lot: bool = False,
+        allow_short: bool = False,
+        time_in_force: TimeInForce = "GTC",
     ) -> None:
         self.symbols = tuple(sorted(set(symbols)))
         if not self.symbols:
             raise ValueError("an account needs at least one symbol")
-        self.account = Account(account, initial_cash)
-        self.sizer = sizer
-        self.risk_rules = list(risk_rules)
-        self.execution = {s: SimulatedExecution(fee_bps, slippage_bps) for s in self.symbols}
+        if allow_short and account.kind != "margin":
+            raise ValueError("short selling needs a margin account (portfolio.kind = 'margin')")
+        self.account = account
+        self.sim = sim if sim is not None else ExecutionSim()
+        self.sizer: Sizer = sizer if sizer is not None else FractionOfEquity(1.0)
+        self.engine = engine if engine is not None else RiskEngine(())
+        # Always a state machine: the kill switch works even with every risk rule off.
+        self.state = state if state is not None else _inert_state()
+        self.brackets = brackets if brackets is not None else Brackets((), None)
+        self.monitor = monitor if monitor is not None else RiskMonitor(account.initial_cash)
+        self.specs = dict(specs or {})
+        self.round_to_lot = round_to_lot
+        if round_to_lot:
+            missing = [s for s in self.symbols if s not in self.specs]
+            if missing:
+                raise ValueError(f"no lot size for {missing}: add them under [markets]")
+        self.allow_short = allow_short
+        self.tif: TimeInForce = time_in_force
+        self.taker_rate = self.sim.config.taker_fee_bps * 1e-4
         self._pending: dict[str, deque[Decision]] = {s: deque() for s in self.symbols}
         self._watermark: dict[str, int] = {s: -1 for s in self.symbols}  # last open time seen
         self._seq: dict[str, int] = {s: 0 for s in self.symbols}
         self.last_bar: dict[str, Bar] = {}
-        # Live only: symbols marked stale (no bar for a while, by the caller's clock) do not
-        # hold the account back until they send again.
-        self.stale: set[str] = set()
+        self.stale: set[str] = set()  # live only: symbols that do not hold the account back
+        self._exits: dict[str, dict[str, tuple[str, ExitOrder]]] = {}  # symbol -> kind -> order
+        self._orders: dict[str, SubmitOrder] = {}  # working orders by id
+        self._causes: dict[str, str] = {}
+        self._best: dict[str, float] = {}  # most favourable close since the position opened
+        self._commands: set[str] = set()  # command ids applied (a re-delivery is a no-op)
+        self.now = 0  # close time of the last step (the account's clock)
+        self.now_init = 0
 
     # --- input ---------------------------------------------------------------------------------
 
-    def update(self, decisions: Sequence[Decision]) -> list[msgspec.Struct]:
+    def update(self, items: Sequence[Decision | Command | DeadLetter]) -> list[msgspec.Struct]:
         out: list[msgspec.Struct] = []
-        for bar, sig in decisions:
+        for item in items:
+            if type(item) is DeadLetter:  # an undecodable command: kept, not applied
+                out.append(item)
+                continue
+            if type(item) is not tuple:
+                self._release(out, final=False)
+                out.extend(self.command(item))  # type: ignore[arg-type]
+                continue
+            bar, sig = item
             sym = bar.symbol
             q = self._pending.get(sym)
             if q is None:
@@ -88,7 +159,7 @@ class AccountTrader:
         """Live: stop waiting for `symbols` (they sent nothing for the caller's stale delay) and
         release what the others are held for. A stale symbol's next bar un-stales it; if it is
         older than what was already released, it is booked on arrival (late, out of account
-        order: live only — replays never call this, so they stay deterministic)."""
+        order: live only; replays never call this, so they stay deterministic)."""
         self.stale.update(s for s in symbols if s in self._pending)
         out: list[msgspec.Struct] = []
         self._release(out, final=False)
@@ -108,6 +179,29 @@ class AccountTrader:
     def held(self) -> int:
         return sum(len(q) for q in self._pending.values())
 
+    def command(self, cmd: Command) -> list[msgspec.Struct]:
+        """Apply an operator command now; events carry the account's clock (the last close)."""
+        if cmd.command_id in self._commands:
+            return []
+        self._commands.add(cmd.command_id)
+        ts = self.now or cmd.ts_event
+        ts_init = self.now_init or cmd.ts_init
+        out: list[msgspec.Struct] = []
+        if isinstance(cmd, HaltTrading):
+            tr = self.state.halt(ts, cmd.reason or cmd.command_id)
+            self._state_events(tr.events, ts_init, out)
+            if tr.events:
+                self._cancel_all(ts, ts_init, out)
+                if self.state.flatten_on_halt:
+                    self._flatten(ts, ts_init, "halt", out)
+        elif isinstance(cmd, ResumeTrading):
+            tr = self.state.resume(ts, cmd.reason or cmd.command_id)
+            self._state_events(tr.events, ts_init, out)
+        else:
+            self._cancel_all(ts, ts_init, out)
+            self._flatten(ts, ts_init, "flatten", out)
+        return out
+
     # --- the loop ------------------------------------------------------------------------------
 
     def _release(self, out: list[msgspec.Struct], final: bool) -> None:
@@ -126,62 +220,379 @@ class AccountTrader:
 
     def _step(self, at_t: list[Decision], out: list[msgspec.Struct]) -> None:
         acct = self.account
-        for bar, _ in at_t:  # 1. fills at the open
-            for fill in self.execution[bar.symbol].on_bar_open(bar):
-                acct.apply_fill(fill)
-                out.append(fill)
-                out.append(acct.position_snapshot(fill.symbol, fill.ts_event, fill.ts_init))
+        for bar, _ in at_t:  # 1. liquidations and fills in the bar
+            if bar.symbol in acct.pending_liquidation:
+                self._liquidate(bar, out)
+            self._execute(bar, out)
         ts_close = ts_init = 0
+        mon = self.monitor
         for bar, _ in at_t:  # 2. marks at the close, one account equity point
             acct.mark(bar.symbol, bar.close, bar.ts_close)
+            mon.on_bar(bar.symbol, bar.close, bar.ts_close)
             self.last_bar[bar.symbol] = bar
             ts_close = max(ts_close, bar.ts_close)
             ts_init = max(ts_init, bar.ts_init)
-        out.append(acct.equity_point(ts_close, ts_init))
-        for bar, sig in at_t:  # 3. decisions
+        self.now, self.now_init = ts_close, ts_init
+        if acct.kind == "margin" and not acct.pending_liquidation:
+            acct.check_liquidation({}, ts_close)
+        point = acct.equity_point(ts_close, ts_init)
+        out.append(point)
+        mon.on_equity(ts_close, point.equity)
+        self._observe(ts_close, ts_init, out)  # 3. trading state
+        if self.brackets.active:  # 4. resting exits
+            for bar, _ in at_t:
+                self._sync_exits(bar, out)
+        for bar, sig in at_t:  # 5. decisions
             if sig is not None:
-                out.extend(self._decide(sig, bar))
+                self._decide(sig, bar, out)
+
+    # --- 1. execution --------------------------------------------------------------------------
+
+    def _execute(self, bar: Bar, out: list[msgspec.Struct]) -> None:
+        sym = bar.symbol
+        exits = self._exits.get(sym)
+        if exits and "stop" in exits and "limit" in exits:
+            (stop_id, stop), (tp_id, take) = exits["stop"], exits["limit"]
+            if stop_id and tp_id and both_touched(bar, stop.side == "sell", stop.price, take.price):
+                self._cancel(tp_id, bar.ts_event, bar.ts_init, out)  # the stop fills
+        acct = self.account
+        for ev in self.sim.on_bar(bar):
+            if type(ev) is OrderExpired:
+                out.append(ev)
+                self._forget(ev.order_id)
+                continue
+            assert type(ev) is OrderFilled
+            before = acct.qty(sym)
+            try:
+                realized = acct.apply_fill(ev)
+            except AccountError as exc:  # a bug upstream: keep it, loudly, and keep running
+                out.append(_dead_fill(ev, str(exc)))
+                continue
+            after = acct.qty(sym)
+            closed = before != 0.0 and (after == 0.0 or (before > 0.0) != (after > 0.0))
+            self.monitor.on_fill(sym, realized, ev.fee, closed, ev.ts_event)
+            out.append(to_fill(ev))
+            out.append(acct.position_snapshot(sym, ev.ts_event, ev.ts_init))
+            if ev.done:
+                self._forget(ev.order_id)
+            if after == 0.0 or closed:  # flat (or flipped): its old exits are void
+                self._best.pop(sym, None)
+                for oid, _ in list(self._exits.pop(sym, {}).values()):
+                    self._cancel(oid, ev.ts_event, ev.ts_init, out)
+            if after != 0.0 and sym not in self._best:
+                self._best[sym] = ev.price
+
+    def _liquidate(self, bar: Bar, out: list[msgspec.Struct]) -> None:
+        sym = bar.symbol
+        for o in self.sim.open_orders(sym):
+            self._cancel(o.order_id, bar.ts_event, bar.ts_init, out)
+        liq = self.account.liquidate(sym, bar.open, bar.ts_event, bar.ts_init)
+        self.monitor.on_fill(sym, liq.realized_pnl, liq.fee, True, bar.ts_event)
+        self._best.pop(sym, None)
+        self._exits.pop(sym, None)
+        out.append(liq)
+        out.append(self.account.position_snapshot(sym, bar.ts_event, bar.ts_init))
+
+    def _cancel(self, order_id: str, ts: int, ts_init: int, out: list[msgspec.Struct]) -> None:
+        ev = self.sim.cancel(CancelOrder(order_id, ts, ts_init))
+        if ev is not None:
+            out.append(ev)
+        self._forget(order_id)
+
+    def _cancel_all(self, ts: int, ts_init: int, out: list[msgspec.Struct]) -> None:
+        for oid in sorted(self._orders, key=lambda o: (self._orders[o].symbol, o)):
+            self._cancel(oid, ts, ts_init, out)
+
+    def _forget(self, order_id: str) -> None:
+        o = self._orders.pop(order_id, None)
+        self._causes.pop(order_id, None)
+        if o is None:
+            return
+        kinds = self._exits.get(o.symbol)
+        if kinds:
+            for kind, (oid, _) in list(kinds.items()):
+                if oid == order_id:
+                    del kinds[kind]
+
+    # --- 3. trading state ----------------------------------------------------------------------
+
+    def _observe(self, ts: int, ts_init: int, out: list[msgspec.Struct]) -> None:
+        st = self.state
+        if st.mode is Mode.HALTED and not st.stale_symbols:
+            return  # nothing left to escalate; stale flags clear on the next observe after resume
+        was = st.mode
+        tr = st.observe(self._context(ts, self.symbols[0], "buy", 0.0, 0.0))
+        self._state_events(tr.events, ts_init, out)
+        if st.mode is Mode.HALTED and was is not Mode.HALTED:
+            self._cancel_all(ts, ts_init, out)
+            if st.flatten_on_halt:
+                self._flatten(ts, ts_init, "halt", out)
+
+    def _state_events(
+        self, events: Sequence[TradingStateChanged], ts_init: int, out: list[msgspec.Struct]
+    ) -> None:
+        for e in events:
+            out.append(
+                StateEvent(
+                    account=self.account.account,
+                    ts_event=e.ts,
+                    ts_init=ts_init,
+                    old=e.old.value,
+                    new=e.new.value,
+                    reason=e.reason,
+                    symbol=e.symbol or "",
+                )
+            )
+
+    def _flatten(self, ts: int, ts_init: int, cause: str, out: list[msgspec.Struct]) -> None:
+        for sym, pos in sorted(self.account.positions.items()):
+            if pos.qty != 0.0:
+                side: Side = "sell" if pos.qty > 0.0 else "buy"
+                self._submit(sym, side, abs(pos.qty), 0.0, ts, ts_init, pos.mark_price, cause, out)
+
+    # --- 4. resting exits ----------------------------------------------------------------------
+
+    def _sync_exits(self, bar: Bar, out: list[msgspec.Struct]) -> None:
+        sym = bar.symbol
+        pos = self.account.positions.get(sym)
+        if pos is None or pos.qty == 0.0 or sym in self.account.pending_liquidation:
+            return
+        long = pos.qty > 0.0
+        best = self._best.get(sym, pos.avg_price)
+        best = max(best, bar.close) if long else min(best, bar.close)
+        self._best[sym] = best
+        spec = self.specs.get(sym, _NO_SPEC)
+        wanted = self.brackets.wanted(
+            ExitPosition(sym, pos.qty, pos.avg_price, best), bar.close, spec.tick_size
+        )
+        have = self._exits.setdefault(sym, {})
+        for w in wanted:
+            cur = have.get(w.kind)
+            if cur is not None and cur[0] == "" and cur[1].qty == w.qty:
+                continue  # denied for this size already: asking again every bar only spams
+            if cur is not None and cur[1].qty == w.qty:
+                oid, old = cur
+                if old.price != w.price:  # a level moved: amend in place
+                    key = "stop_price" if w.kind == "stop" else "limit_price"
+                    self.sim.amend(oid, **{key: w.price})
+                    o = msgspec.structs.replace(self._orders[oid], **{key: w.price})
+                    self._orders[oid] = o
+                    self._causes[oid] = w.cause
+                    have[w.kind] = (oid, w)
+                    out.append(_order(o, w.cause))
+                continue
+            if cur is not None and cur[0]:
+                self._cancel(cur[0], bar.ts_close, bar.ts_init, out)
+            new = self._submit(
+                sym, w.side, w.qty, 0.0, bar.ts_close, bar.ts_init, bar.close, w.cause, out, w
+            )
+            have[w.kind] = (new or "", w)
+
+    # --- 5. decisions --------------------------------------------------------------------------
+
+    def _decide(self, signal: Signal, bar: Bar, out: list[msgspec.Struct]) -> None:
+        sym = bar.symbol
+        q = self.account.qty(sym)
+        d = signal.direction
+        want = 1 if d > 0 else (-1 if d < 0 and self.allow_short else 0)
+        cur = 1 if q > 0.0 else (-1 if q < 0.0 else 0)
+        working = [o for o in self._orders.values() if o.symbol == sym]
+        entry = [o for o in working if self._causes[o.order_id] == "signal"]
+        if want == cur and (want == 0 or not entry):
+            return
+        if entry and want != 0 and entry[0].side == ("buy" if want > 0 else "sell"):
+            return  # that entry is already working
+        ts, ts_init, price = bar.ts_close, bar.ts_init, bar.close
+        if cur != 0 and want != cur:  # close first: every working order of the symbol is void
+            for o in working:
+                self._cancel(o.order_id, ts, ts_init, out)
+            side: Side = "sell" if q > 0.0 else "buy"
+            self._submit(sym, side, abs(q), 0.0, ts, ts_init, price, "signal", out)
+        elif entry:
+            for o in entry:
+                self._cancel(o.order_id, ts, ts_init, out)
+        if want == 0:
+            return
+        acct = self.account
+        equity = acct.equity
+        notional = self.sizer.notional(equity, price, self.monitor.vol(sym))
+        if not notional > 0.0:
+            return
+        if want > 0 and acct.kind == "spot":
+            budget = min(notional, acct.cash - self._reserved())
+            if budget <= MIN_BUDGET_REL * equity:
+                return
+            self._submit(sym, "buy", 0.0, budget, ts, ts_init, price, "signal", out)
+            return
+        qty = notional / price
+        if self.round_to_lot:
+            qty = _floor_lot(qty, self.specs[sym].lot_size)
+        if qty > 0.0:
+            self._submit(
+                sym, "buy" if want > 0 else "sell", qty, 0.0, ts, ts_init, price, "signal", out
+            )
 
     def _reserved(self) -> float:
         """Cash promised to buys submitted but not filled yet."""
-        return sum(
-            (o.quote_budget for x in self.execution.values() for o in x.pending if o.side == "buy"),
-            0.0,
+        return sum((o.quote_budget for o in self._orders.values() if o.side == "buy"), 0.0)
+
+    def _submit(
+        self,
+        sym: str,
+        side: Side,
+        qty: float,
+        budget: float,
+        ts: int,
+        ts_init: int,
+        price: float,
+        cause: str,
+        out: list[msgspec.Struct],
+        exit_order: ExitOrder | None = None,
+    ) -> str | None:
+        """Check one order (trading state, risk rules, the account) and work it, or deny it."""
+        self._seq[sym] += 1
+        oid = f"{sym}-{self._seq[sym]}"
+        base_qty = qty if qty > 0.0 else (budget / price if price > 0.0 else math.nan)
+        notional = budget if budget > 0.0 else qty * price
+        limit = exit_order.price if exit_order is not None and exit_order.kind == "limit" else None
+        ctx = self._context(ts, sym, side, base_qty, price, notional, limit)
+        denial: Denial | None = None
+        if self.state.reduce_only(sym) and not ctx.reduces_risk:
+            mode = self.state.mode.value if self.state.mode is not Mode.ACTIVE else "stale data"
+            denial = Denial("trading_state", f"reduce-only ({mode}): {self.state.reason}", 1.0, 0.0)
+        if denial is None:
+            denial = self.engine.check(ctx)
+        cmd = SubmitOrder(
+            order_id=oid,
+            symbol=sym,
+            ts_event=ts,
+            ts_init=ts_init,
+            side=side,
+            qty=qty,
+            quote_budget=budget,
+            order_type="market" if exit_order is None else exit_order.kind,
+            limit_price=limit or 0.0,
+            stop_price=exit_order.price
+            if exit_order is not None and exit_order.kind == "stop"
+            else 0.0,
+            time_in_force=self.tif if exit_order is None else "GTC",
+        )
+        if denial is None and not ctx.reduces_risk:
+            problem = self.account.can_afford(cmd, price, self.taker_rate)
+            if problem is not None:
+                denial = Denial("account", problem, notional, self.account.equity)
+        if denial is not None:
+            out.append(
+                OrderDenied(
+                    intent_id=oid,
+                    symbol=sym,
+                    ts_event=ts,
+                    ts_init=ts_init,
+                    rule=denial.rule,
+                    reason=denial.reason,
+                    value=_num(denial.value),
+                    limit=_num(denial.limit),
+                    side=side,
+                    qty=qty,
+                    notional=notional if math.isfinite(notional) else 0.0,
+                    cause=cause,
+                )
+            )
+            return None
+        self.sim.submit(cmd)
+        self._orders[oid] = cmd
+        self._causes[oid] = cause
+        if not ctx.reduces_risk:
+            self.monitor.on_trade()
+        out.append(_order(cmd, cause))
+        return oid
+
+    def _context(
+        self,
+        ts: int,
+        sym: str,
+        side: Side,
+        qty: float,
+        price: float,
+        notional: float | None = None,
+        limit_price: float | None = None,
+    ) -> RiskContext:
+        acct, mon = self.account, self.monitor
+        positions = {s: p.qty for s, p in acct.positions.items() if p.qty != 0.0}
+        marks = {s: p.mark_price for s, p in acct.positions.items() if p.mark_price > 0.0}
+        market = {
+            s: MarketView(st.last_price, st.recent.std(), st.normal.std(), st.last_bar_ts)
+            for s, st in mon.symbols.items()
+        }
+        spec = self.specs.get(sym, _NO_SPEC)
+        return RiskContext.build(
+            ts=ts,
+            symbol=sym,
+            side=side,
+            qty=qty,
+            price=price,
+            notional=notional,
+            limit_price=limit_price,
+            positions=positions,
+            marks=marks,
+            spec=spec,
+            equity=acct.equity,
+            cash=acct.cash,
+            sod_equity=mon.sod_equity,
+            peak_equity=mon.peak_equity,
+            market=market,
+            trades_today=mon.trades_today,
+            consecutive_losses=mon.consecutive_losses,
+            last_loss_ts=mon.last_loss_ts,
+            sharpe=mon.sharpe(),
+            reduce_only=self.state.reduce_only(sym),
         )
 
-    def _decide(self, signal: Signal, bar: Bar) -> list[msgspec.Struct]:
-        acct = self.account
-        sym = bar.symbol
-        self._seq[sym] += 1
-        intent_id = f"{sym}-{self._seq[sym]}"
-        qty = acct.qty(sym)
-        cash = acct.cash - self._reserved()
-        intent = self.sizer.size(signal, intent_id, qty, cash, acct.equity, bar.close)
-        if intent is None:
-            return []
-        if intent.side == "buy" and intent.quote_budget <= MIN_BUDGET_REL * acct.equity:
-            return []
-        for rule in self.risk_rules:
-            reason = rule.check(intent, qty)  # type: ignore[attr-defined]
-            if reason is not None:
-                return [
-                    OrderDenied(
-                        intent_id=intent.intent_id,
-                        symbol=intent.symbol,
-                        ts_event=intent.ts_event,
-                        ts_init=intent.ts_init,
-                        rule=rule.name,  # type: ignore[attr-defined]
-                        reason=reason,
-                    )
-                ]
-        order = Order(
-            order_id=intent.intent_id,
-            symbol=intent.symbol,
-            ts_event=intent.ts_event,
-            ts_init=intent.ts_init,
-            side=intent.side,
-            qty=intent.qty,
-            quote_budget=intent.quote_budget,
-        )
-        self.execution[sym].submit(order)
-        return [order]
+
+def _inert_state() -> TradingState:
+    """A state machine whose breakers never trip: with risk off only commands move it."""
+    return TradingState(
+        DrawdownBreaker(math.inf), BlackSwan(math.inf), StaleData(2**62), flatten_on_halt=True
+    )
+
+
+def _floor_lot(qty: float, lot: float) -> float:
+    if not lot > 0.0:
+        return qty
+    return math.floor(qty / lot + 1e-9) * lot
+
+
+def _num(x: float) -> float | None:
+    return x if math.isfinite(x) else None
+
+
+def _order(cmd: SubmitOrder, cause: str) -> Order:
+    return Order(
+        order_id=cmd.order_id,
+        symbol=cmd.symbol,
+        ts_event=cmd.ts_event,
+        ts_init=cmd.ts_init,
+        side=cmd.side,
+        qty=cmd.qty,
+        quote_budget=cmd.quote_budget,
+        order_type=cmd.order_type,
+        limit_price=cmd.limit_price,
+        stop_price=cmd.stop_price,
+        time_in_force=cmd.time_in_force,
+        cause=cause,
+    )
+
+
+def _dead_fill(ev: OrderFilled, reason: str) -> DeadLetter:
+    return DeadLetter(
+        ts_init=ev.ts_init,
+        source="account",
+        reason=f"fill not booked: {reason}",
+        payload=encode(ev).decode(),
+        key=ev.symbol,
+        ts_event=ev.ts_event,
+        origin=f"account:{ev.fill_id}",
+    )
+
+
+__all__ = ["ACCOUNT", "AccountTrader", "Decision"]

@@ -16,18 +16,22 @@ Fees are `maker_fee_bps` / `taker_fee_bps` of the fill's notional, in quote.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from itertools import pairwise
 
-from operators.sim_messages import (
+import msgspec
+
+from schemas.messages import (
+    Bar,
     CancelOrder,
     ExpiryReason,
+    Fill,
     Liquidity,
     OrderExpired,
     OrderFilled,
     SubmitOrder,
 )
-from schemas.messages import Bar
 
 BPS = 1e-4
 DONE_REL = 1e-12  # leaves below this fraction of the order are float residue: done
@@ -42,7 +46,11 @@ class SimConfig:
     k_size_bps: float = 0.0  # per unit of fill qty / bar volume
     k_vol_bps: float = 0.0  # per unit of bar range / open
     latency_ns: int = 0
-    max_volume_share: float = 1.0  # of each bar's volume, shared by all orders of the symbol
+    # of each bar's volume, shared by all orders of the symbol; inf = no cap (fills whatever
+    # the size, even in a bar without volume: the plain backtest's assumption)
+    max_volume_share: float = 1.0
+    # per symbol: quote-budget fills are floored to this base step (the exchange's LOT_SIZE)
+    lot_sizes: tuple[tuple[str, float], ...] = ()
 
     def __post_init__(self) -> None:
         for name in ("maker_fee_bps", "taker_fee_bps", "slippage_bps", "k_size_bps", "k_vol_bps"):
@@ -50,8 +58,11 @@ class SimConfig:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.latency_ns < 0:
             raise ValueError(f"latency_ns must be >= 0, got {self.latency_ns}")
-        if not 0.0 < self.max_volume_share <= 1.0:
-            raise ValueError(f"max_volume_share must be in (0, 1], got {self.max_volume_share}")
+        share = self.max_volume_share
+        if not (0.0 < share <= 1.0 or share == math.inf):
+            raise ValueError(f"max_volume_share must be in (0, 1] or inf, got {share}")
+        if any(not step >= 0.0 for _, step in self.lot_sizes):
+            raise ValueError(f"lot sizes must be >= 0, got {self.lot_sizes}")
 
 
 @dataclass
@@ -66,6 +77,7 @@ class _Working:
     active: bool = False
     arrived: bool = False  # has seen its first active bar
     triggered: bool = False  # stops: now a market order
+    unfillable: bool = False  # its budget buys less than one lot
 
 
 @dataclass
@@ -99,6 +111,10 @@ class ExecutionSim:
     working: dict[str, list[_Working]] = field(default_factory=dict)  # by symbol, by seq
     _seq: int = field(default=0, init=False)
     _ids: set[str] = field(default_factory=set, init=False)  # every id seen: refuse duplicates
+    _lots: dict[str, float] = field(default_factory=dict, init=False)
+
+    def __post_init__(self) -> None:
+        self._lots = dict(self.config.lot_sizes)
 
     def submit(self, cmd: SubmitOrder) -> None:
         """Queue an order; it becomes active at its first bar open >= ts_event + latency."""
@@ -128,6 +144,21 @@ class ExecutionSim:
     def open_orders(self, symbol: str) -> list[SubmitOrder]:
         return [w.order for w in self.working.get(symbol, [])]
 
+    def amend(self, order_id: str, *, stop_price: float = 0.0, limit_price: float = 0.0) -> bool:
+        """Move a working order's stop or limit price (a trailing stop); False if it is gone.
+        Its place in the queue and what it filled so far are kept."""
+        for orders in self.working.values():
+            for w in orders:
+                if w.order.order_id == order_id:
+                    changes: dict[str, float] = {}
+                    if stop_price > 0.0:
+                        changes["stop_price"] = stop_price
+                    if limit_price > 0.0:
+                        changes["limit_price"] = limit_price
+                    w.order = msgspec.structs.replace(w.order, **changes)
+                    return True
+        return False
+
     def on_bar(self, bar: Bar) -> list[OrderFilled | OrderExpired]:
         orders = self.working.get(bar.symbol)
         if not orders:
@@ -144,7 +175,8 @@ class ExecutionSim:
             live.append(w)
         cands = [c for w in live if w.active and (c := self._candidate(w, bar)) is not None]
         cands.sort(key=lambda c: (c.pos, c.w.seq))
-        capacity = self.config.max_volume_share * bar.volume
+        share = self.config.max_volume_share
+        capacity = math.inf if share == math.inf else share * bar.volume
         for c in cands:
             if capacity <= 0.0:
                 break
@@ -155,6 +187,9 @@ class ExecutionSim:
         keep: list[_Working] = []
         for w in live:
             done = w.leaves_qty <= 0.0 and w.leaves_quote <= 0.0
+            if w.unfillable:
+                out.append(_expired(w, "unfillable", bar.ts_event, bar.ts_init))
+                continue
             if not done and w.active and w.order.time_in_force == "IOC":
                 out.append(_expired(w, "IOC", bar.ts_event, bar.ts_init))
                 continue
@@ -200,19 +235,33 @@ class ExecutionSim:
         fixed = (
             (cfg.slippage_bps + cfg.k_vol_bps * (bar.high - bar.low) / bar.open) if taker else 0.0
         )
+        lot = self._lots.get(o.symbol, 0.0)
         if w.leaves_quote > 0.0:  # quote budget (market buys): size at the price before impact
             qty = min(capacity, w.leaves_quote / (c.base * (1.0 + fixed * BPS) * (1.0 + fee_rate)))
+            if lot > 0.0:
+                budget_bound = qty < capacity
+                qty = _floor(qty, lot)
+                if not qty > 0.0 and budget_bound:
+                    w.leaves_quote, w.unfillable = 0.0, True  # less than one lot: never fills
+                    return None
         else:
             qty = min(capacity, w.leaves_qty)
         if not qty > 0.0:
             return None
-        slip = min(fixed + cfg.k_size_bps * qty / bar.volume, MAX_SLIPPAGE_BPS) if taker else 0.0
+        size = 0.0
+        if taker and cfg.k_size_bps > 0.0:
+            size = cfg.k_size_bps * qty / bar.volume if bar.volume > 0.0 else MAX_SLIPPAGE_BPS
+        slip = min(fixed + size, MAX_SLIPPAGE_BPS) if taker else 0.0
         price = c.base * (1.0 + sign * slip * BPS)
         if c.cap_price > 0.0:
             price = min(price, c.cap_price) if sign > 0 else max(price, c.cap_price)
             slip = sign * (price / c.base - 1.0) / BPS
         if w.leaves_quote > 0.0:
             qty = min(qty, w.leaves_quote / (price * (1.0 + fee_rate)))
+            if lot > 0.0:
+                qty = _floor(qty, lot)
+                if not qty > 0.0:
+                    return None
             cost = qty * price * (1.0 + fee_rate)
             w.leaves_quote = w.leaves_quote - cost
             if w.leaves_quote <= DONE_REL * o.quote_budget or qty < capacity:
@@ -242,6 +291,11 @@ class ExecutionSim:
         )
 
 
+def _floor(x: float, step: float) -> float:
+    """x floored to a multiple of step (1e-9 of a step of float slack, like the risk grid)."""
+    return math.floor(x / step + 1e-9) * step
+
+
 def _expired(w: _Working, reason: ExpiryReason, ts_event: int, ts_init: int) -> OrderExpired:
     return OrderExpired(
         order_id=w.order.order_id,
@@ -266,3 +320,19 @@ def _validate(o: SubmitOrder) -> None:
         raise ValueError(f"{o.order_id}: a stop order needs stop_price > 0")
     if o.time_in_force == "GTD" and o.expire_ts <= 0:
         raise ValueError(f"{o.order_id}: a GTD order needs expire_ts > 0")
+
+
+def to_fill(f: OrderFilled) -> Fill:
+    """The wire `Fill` (fills.v1, `fills` table) of a simulated fill."""
+    return Fill(
+        fill_id=f.fill_id,
+        order_id=f.order_id,
+        symbol=f.symbol,
+        ts_event=f.ts_event,
+        ts_init=f.ts_init,
+        side=f.side,
+        price=f.price,
+        qty=f.qty,
+        fee=f.fee,
+        liquidity=f.liquidity,
+    )

@@ -1,47 +1,64 @@
-"""Position sizing: a fraction of equity per entry (long-only); in the flow, of the one account's
-equity (docs/adr/0009), the cash passed in being what pending buys have not reserved.
+"""Position sizing from the one account (docs/risk.md, docs/adr/0009): how much quote a new
+position may hold. Three modes:
 
-A buy is sized by quote budget (like Binance's quoteOrderQty) so that the base quantity is fixed
-only at the fill price: all-in means qty = cash / (fill_price * (1 + fee)).
+- `FractionOfEquity(f)`: f x equity (f = 1: all-in on a spot account);
+- `FixedNotional(n)`: n quote per position;
+- `VolTarget(target, cap)`: equity x target_vol / forecast_vol, capped at cap x equity. The
+  forecast is the symbol's recent one-bar volatility scaled to a year; while it warms up (None)
+  or is zero the position gets nothing: an unmeasured risk is not sized.
+
+The account step turns the notional into an order: a spot buy spends it as a quote budget
+(like Binance's quoteOrderQty: base quantity fixed at the fill price, floored to the lot), a
+margin order takes qty = notional / price floored to the lot.
 """
 
 from __future__ import annotations
 
-from schemas.messages import OrderIntent, Side, Signal
+import math
+from dataclasses import dataclass
+from typing import Protocol
 
 
+class Sizer(Protocol):
+    def notional(self, equity: float, price: float, vol: float | None) -> float: ...
+
+
+@dataclass(frozen=True)
 class FractionOfEquity:
-    def __init__(self, fraction: float) -> None:
-        if not 0.0 < fraction <= 1.0:
-            raise ValueError(f"sizing fraction must be in (0, 1], got {fraction}")
-        self.fraction = fraction
+    fraction: float
 
-    def size(
-        self,
-        signal: Signal,
-        intent_id: str,
-        position_qty: float,
-        cash: float,
-        equity: float,
-        price: float,
-    ) -> OrderIntent | None:
-        """Return what to trade for this signal, or None when it asks for no change."""
-        side: Side
-        if signal.direction > 0 and position_qty == 0.0:
-            side, qty, budget = "buy", 0.0, min(self.fraction * equity, cash)
-            if budget <= 0.0:
-                return None
-        elif signal.direction < 0 and position_qty > 0.0:
-            side, qty, budget = "sell", position_qty, 0.0
-        else:
-            return None
-        return OrderIntent(
-            intent_id=intent_id,
-            symbol=signal.symbol,
-            ts_event=signal.ts_event,
-            ts_init=signal.ts_init,
-            side=side,
-            qty=qty,
-            quote_budget=budget,
-            ref_price=price,
-        )
+    def __post_init__(self) -> None:
+        if not self.fraction > 0.0:
+            raise ValueError(f"sizing fraction must be > 0, got {self.fraction}")
+
+    def notional(self, equity: float, price: float, vol: float | None) -> float:
+        return self.fraction * equity
+
+
+@dataclass(frozen=True)
+class FixedNotional:
+    amount: float
+
+    def __post_init__(self) -> None:
+        if not self.amount > 0.0:
+            raise ValueError(f"sizing notional must be > 0, got {self.amount}")
+
+    def notional(self, equity: float, price: float, vol: float | None) -> float:
+        return self.amount
+
+
+@dataclass(frozen=True)
+class VolTarget:
+    target_vol: float  # annualized
+    max_fraction: float  # of equity
+    bars_per_year: float  # to annualize the one-bar forecast
+
+    def __post_init__(self) -> None:
+        if not (self.target_vol > 0.0 and self.max_fraction > 0.0 and self.bars_per_year > 0.0):
+            raise ValueError("vol targeting needs target_vol, max_fraction, bars_per_year > 0")
+
+    def notional(self, equity: float, price: float, vol: float | None) -> float:
+        if vol is None or not vol > 0.0 or not math.isfinite(vol):
+            return 0.0
+        forecast = vol * math.sqrt(self.bars_per_year)
+        return min(self.target_vol / forecast, self.max_fraction) * equity

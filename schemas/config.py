@@ -10,22 +10,51 @@ import difflib
 import tomllib
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args, get_origin
 
 from pydantic import (
     BaseModel,
-    ConfigDict,
     Field,
     ValidationError,
     field_validator,
     model_validator,
 )
-from pydantic_core import ErrorDetails
+from pydantic_core import ErrorDetails, PydanticCustomError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from schemas.risk_config import (
+    BINANCE_SPOT_MARKETS,
+    ExecutionConfig,
+    MarketConfig,
+    PortfolioConfig,
+    RiskConfig,
+    SizingConfig,
+    _Section,
+    merge_markets,
+)
 
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+__all__ = [
+    "BarsConfig",
+    "ClickHouseConfig",
+    "Config",
+    "ConfigError",
+    "ExecutionConfig",
+    "FeaturesConfig",
+    "KafkaConfig",
+    "MarketConfig",
+    "PaperConfig",
+    "PortfolioConfig",
+    "RiskConfig",
+    "Settings",
+    "SizingConfig",
+    "StrategyConfig",
+    "ValidationConfig",
+    "apply_sets",
+    "data_dir",
+    "explain",
+    "load_config",
+    "unknown_key_message",
+]
 
 
 class BarsConfig(_Section):
@@ -52,24 +81,6 @@ class StrategyConfig(_Section):
         if self.fast >= self.slow:
             raise ValueError(f"strategy.fast ({self.fast}) must be < strategy.slow ({self.slow})")
         return self
-
-
-class SizingConfig(_Section):
-    fraction: float = Field(1.0, gt=0, le=1.0)  # of ACCOUNT equity per entry; 1.0 = all-in
-
-
-class RiskConfig(_Section):
-    max_position_notional: float = Field(1e12, gt=0)
-
-
-class ExecutionConfig(_Section):
-    fee_bps: float = Field(10.0, ge=0)
-    slippage_bps: float = Field(0.0, ge=0)
-
-
-class PortfolioConfig(_Section):
-    initial_cash: float = Field(1_000_000.0, gt=0)
-    currency: str = "USDT"
 
 
 class ValidationConfig(_Section):
@@ -144,6 +155,9 @@ class Config(_Section):
     paper: PaperConfig = PaperConfig()
     kafka: KafkaConfig = KafkaConfig()
     clickhouse: ClickHouseConfig = ClickHouseConfig()
+    # symbol -> exchange filters: Binance's for BTCUSDT, ETHUSDT, SOLUSDT, then the file's
+    # [markets.<SYMBOL>] entries, each replacing its symbol's default
+    markets: dict[str, MarketConfig] = Field(default_factory=lambda: dict(BINANCE_SPOT_MARKETS))
 
     def trading_json(self) -> str:
         """The config minus connection settings: what defines a run's results."""
@@ -161,6 +175,46 @@ class Config(_Section):
         if len(set(upper)) != len(upper):
             raise ValueError(f"duplicate symbols: {v}")
         return upper
+
+    @field_validator("markets", mode="before")
+    @classmethod
+    def _markets(cls, v: object) -> object:
+        return merge_markets(v)
+
+    @model_validator(mode="after")
+    def _across_sections(self) -> Config:
+        """Rules between sections; each error names every key involved (`explain` says which
+        one a `--set` touched)."""
+        p = self.portfolio
+        for key in ("fraction", "max_fraction"):
+            value = getattr(self.sizing, key)
+            if not value <= p.max_leverage:
+                what = "of a spot account" if p.kind == "spot" else f"of a {p.kind} account"
+                raise _cross(
+                    f"Input should be less than or equal to {p.max_leverage:g} "
+                    f"(portfolio.max_leverage {what})",
+                    (f"sizing.{key}", "portfolio.max_leverage", "portfolio.kind"),
+                    value,
+                )
+        if self.sizing.round_to_lot or self.risk.enabled:
+            missing = [s for s in self.symbols if s not in self.markets]
+            if missing:
+                why = "sizing.round_to_lot" if self.sizing.round_to_lot else "risk.enabled"
+                raise _cross(
+                    f"no market rules for {', '.join(missing)}: add "
+                    f"{', '.join(f'[markets.{s}]' for s in missing)} tick_size, lot_size, "
+                    f"min_notional (the exchange's filters); {why} needs them",
+                    ("markets", "symbols", why),
+                )
+        return self
+
+
+def _cross(message: str, keys: tuple[str, ...], value: object = None) -> PydanticCustomError:
+    """An error of a rule between sections, located at its first key (see `explain`)."""
+    ctx: dict[str, object] = {"keys": keys}
+    if value is not None:
+        ctx["value"] = value
+    return PydanticCustomError("cross_section", message.replace("{", "{{").replace("}", "}}"), ctx)
 
 
 class Settings(BaseSettings):
@@ -191,23 +245,48 @@ def _subsection(annotation: object) -> type[BaseModel] | None:
     )
 
 
+def _mapping_of(annotation: object) -> type[BaseModel] | None:
+    """The value section of a mapping of sections (`markets`: symbol -> MarketConfig), or None."""
+    if get_origin(annotation) is not dict:
+        return None
+    args = get_args(annotation)
+    return _subsection(args[1]) if len(args) == 2 else None
+
+
 def _model_at(loc: Sequence[str | int]) -> type[BaseModel] | None:
-    """The section model at `loc` (() is the whole config), or None (a dict, list or value)."""
+    """The section model at `loc` (() is the whole config), or None (a dict, list or value). A
+    name under a mapping of sections (`markets.BTCUSDT`) is that mapping's section."""
     model: type[BaseModel] | None = Config
-    for part in loc:
-        field = model.model_fields.get(str(part)) if model is not None else None
-        model = _subsection(field.annotation) if field is not None else None
-    return model
+    i = 0
+    while i < len(loc) and model is not None:
+        field = model.model_fields.get(str(loc[i]))
+        if field is None:
+            return None
+        model = _subsection(field.annotation)
+        item = _mapping_of(field.annotation)
+        if model is None and item is not None and i + 1 < len(loc):
+            model, i = item, i + 1  # skip the mapping's key
+        i += 1
+    return model if i >= len(loc) else None
+
+
+def _keys_of(model: type[BaseModel], prefix: str, out: dict[str, str]) -> None:
+    for name, field in model.model_fields.items():
+        key = f"{prefix}.{name}" if prefix else name
+        out[key] = prefix
+        sub = _subsection(field.annotation)
+        item = _mapping_of(field.annotation)
+        if sub is not None:
+            _keys_of(sub, key, out)
+        elif item is not None:
+            _keys_of(item, f"{key}.<SYMBOL>" if name == "markets" else f"{key}.<NAME>", out)
 
 
 def _all_keys() -> dict[str, str]:
-    """Every valid `section.key` (and top-level key) -> its section (\"\" for the top level)."""
+    """Every valid dotted key, at any depth (`risk.max_position_pct.max_pct`), -> its section
+    (\"\" for the top level; `markets.<SYMBOL>` under a mapping of sections)."""
     out: dict[str, str] = {}
-    for name, field in Config.model_fields.items():
-        out[name] = ""
-        sub = _subsection(field.annotation)
-        for key in sub.model_fields if sub is not None else ():
-            out[f"{name}.{key}"] = name
+    _keys_of(Config, "", out)
     return out
 
 
@@ -232,7 +311,12 @@ def unknown_key_message(key: str, section: Sequence[str | int], where: str = "")
     if elsewhere:
         section_of, _, name = elsewhere[0].rpartition(".")
         if name == key:
-            return f"{head}; `{key}` belongs in [{section_of}]"
+            others = [f"[{k.rpartition('.')[0]}]" for k in elsewhere[1:]]
+            also = ""
+            if others:  # `max_pct` is a key of several rules
+                more = f" and {len(others) - 3} more" if len(others) > 3 else ""
+                also = f" (or {', '.join(others[:3])}{more})"
+            return f"{head}; `{key}` belongs in [{section_of}]{also}"
         return f"{head}; did you mean `{name}` in [{section_of}]?"
     return f"{head}; valid keys: {', '.join(valid)}"
 
@@ -256,26 +340,34 @@ def _parse_set(item: str) -> tuple[list[str], object]:
 
 
 def _check_set_path(item: str, path: Sequence[str]) -> list[str]:
-    """The path of a `--set`, checked against the config's sections (an unknown key fails
-    before validation, with the nearest valid key); a name under a mapping (a topic in
-    `kafka.partitions`, a set in `feature_sets`) is the rest of the path, dots included."""
+    """The path of a `--set`, checked against the config's sections at any depth (an unknown key
+    fails before validation, with the nearest valid key); a name under a mapping (a topic in
+    `kafka.partitions`, a set in `feature_sets`) is the rest of the path, dots included; under a
+    mapping of sections (`markets.XRPUSDT.tick_size`) it is one part, then the section's keys."""
     model: type[BaseModel] = Config
-    for i, part in enumerate(path):
+    i = 0
+    while i < len(path):
+        part = path[i]
         field = model.model_fields.get(part)
         if field is None:
             raise ConfigError(f"--set {item}: {unknown_key_message(part, path[:i])}")
         here = ".".join(path[: i + 1])
         sub = _subsection(field.annotation)
         if sub is not None:
-            model = sub
+            model, i = sub, i + 1
             continue
-        if getattr(field.annotation, "__origin__", None) is dict:  # feature_sets, partitions
+        entry = _mapping_of(field.annotation)
+        if entry is not None and i + 2 < len(path):
+            model, i = entry, i + 2  # markets.<SYMBOL>.<key>
+            continue
+        if get_origin(field.annotation) is dict:  # feature_sets, partitions, markets.<SYMBOL>
             name = ".".join(path[i + 1 :]).strip('"')
             return [*path[: i + 1], name] if name else list(path)
         if i < len(path) - 1:
             raise ConfigError(
                 f"--set {item}: `{here}` is a value, not a section; use --set {here}=VALUE"
             )
+        i += 1
     return list(path)
 
 
@@ -308,13 +400,30 @@ def explain(
     sets: Sequence[tuple[tuple[str, ...], str]] = (),
 ) -> ConfigError:
     """pydantic's ValidationError -> one line per the first problem (and how many more)."""
-    errors = exc.errors()
+    # a typo first: it explains the "required" error of the key it misspells
+    errors = sorted(map(_located, exc.errors()), key=lambda e: e["type"] != "extra_forbidden")
     lines = []
     for e in errors:
         loc = tuple(str(x) for x in e["loc"])
+        cross = e["type"] == "cross_section"  # a rule between sections: any of its keys
+        involved = [tuple(k.split(".")) for k in e.get("ctx", {}).get("keys", ())] or [loc]
         touched = [
-            item for path, item in sets if path[: len(loc)] == loc or loc[: len(path)] == path
+            item
+            for path, item in sets
+            if any(path[: len(k)] == k or k[: len(path)] == path for k in involved)
         ]
+        if cross and not touched:
+            msg, name = e["msg"], ".".join(loc)
+            if "value" in e.get("ctx", {}):
+                lines.append(f"{name} = {_show(e['ctx']['value'])} in {source}: {msg}")
+            else:
+                lines.append(f"[{name}] of {source}: {msg}")
+            continue
+        if e["type"] == "missing" and loc:  # a key a section must have ([markets.X] lot_size)
+            sibling = [item for path, item in sets if path[:-1] == loc[:-1]]
+            need = f"{_section_name(loc[:-1])} needs `{loc[-1]}`"
+            lines.append(f"--set {sibling[-1]}: {need}" if sibling else f"{need} in {source}")
+            continue
         if e["type"] == "extra_forbidden":
             if touched:
                 lines.append(f"--set {touched[-1]}: {unknown_key_message(loc[-1], loc[:-1])}")
@@ -331,6 +440,12 @@ def explain(
             lines.append(f"{name} = {_show(e['input'])} in {source}: {msg}")
     more = f" (and {len(lines) - 1} more: {'; '.join(lines[1:])})" if len(lines) > 1 else ""
     return ConfigError(lines[0] + more, errors)
+
+
+def _located(e: ErrorDetails) -> ErrorDetails:
+    """A cross-section error (raised by `Config` at the top level) located at its first key."""
+    keys = e.get("ctx", {}).get("keys", ()) if e["type"] == "cross_section" else ()
+    return {**e, "loc": tuple(keys[0].split("."))} if keys else e
 
 
 def load_config(

@@ -85,7 +85,8 @@ class OrderIntent(Message, frozen=True):
 
 
 class OrderDenied(Message, frozen=True):
-    """An intent the risk engine rejected, with the rule's reason."""
+    """An intent the risk engine (or the account's own margin/cash check, rule "account")
+    rejected: the rule, its reason and the numbers it compared (None where none applies)."""
 
     intent_id: str
     symbol: str
@@ -93,10 +94,25 @@ class OrderDenied(Message, frozen=True):
     ts_init: int
     rule: str
     reason: str
+    value: float | None = None
+    limit: float | None = None
+    side: Side | None = None
+    qty: float = 0.0  # base quantity asked for (0 for a quote-budget buy)
+    notional: float = 0.0  # quote value of the intent at its reference price
+    cause: str = "signal"  # what asked for the order (see `Order.cause`)
+
+
+OrderType = Literal["market", "limit", "stop"]  # "stop" = stop-market
+TimeInForce = Literal["GTC", "IOC", "GTD"]
+Liquidity = Literal["taker", "maker"]
+AccountKind = Literal["spot", "margin"]
+ExpiryReason = Literal["IOC", "GTD", "canceled", "unfillable"]  # unfillable: < one lot
 
 
 class Order(Message, frozen=True):
-    """A market order accepted by risk and sent to execution (SubmitOrder on the wire)."""
+    """An order accepted by risk and sent to execution (orders.v1). `cause` is what asked for
+    it: "signal", an exit rule ("stop_loss", "take_profit", "trailing_stop"), "halt" (flatten on
+    a halt or a kill switch), "flatten" (an operator's command)."""
 
     order_id: str
     symbol: str
@@ -105,7 +121,160 @@ class Order(Message, frozen=True):
     side: Side
     qty: float = 0.0
     quote_budget: float = 0.0
-    order_type: Literal["market"] = "market"
+    order_type: OrderType = "market"
+    limit_price: float = 0.0
+    stop_price: float = 0.0
+    time_in_force: TimeInForce = "GTC"
+    cause: str = "signal"
+
+
+class SubmitOrder(Message, frozen=True):
+    """Command to the execution simulator: work an order. `ts_event` is the submit time; it
+    becomes active at the first bar whose open time >= ts_event + latency. Exactly one of qty
+    (base) and quote_budget (quote to spend including fees; market buys only) is > 0."""
+
+    order_id: str
+    symbol: str
+    ts_event: int
+    ts_init: int
+    side: Side
+    qty: float = 0.0
+    quote_budget: float = 0.0
+    order_type: OrderType = "market"
+    limit_price: float = 0.0  # limit orders
+    stop_price: float = 0.0  # stop orders: buy triggers at >= stop, sell at <= stop
+    time_in_force: TimeInForce = "GTC"
+    expire_ts: int = 0  # GTD: works on bars that close at or before this time
+
+
+class CancelOrder(Message, frozen=True):
+    """Command: stop working an order (whatever has not filled yet)."""
+
+    order_id: str
+    ts_event: int
+    ts_init: int
+
+
+class OrderFilled(Message, frozen=True):
+    """An order (partly) filled in one bar (the simulator's event; `Fill` is its wire form)."""
+
+    fill_id: str  # "<order_id>-<n>", n = 1, 2, ... per order
+    order_id: str
+    symbol: str
+    ts_event: int  # open time of the bar it filled in
+    ts_init: int
+    side: Side
+    price: float  # after slippage
+    qty: float
+    fee: float  # quote, paid from cash
+    liquidity: Liquidity
+    base_price: float  # the price on the bar's path before slippage (within [low, high])
+    slippage_bps: float  # applied against the trader; 0 for maker fills
+    leaves_qty: float  # base still working (qty orders); 0 for quote-budget orders
+    leaves_quote: float  # quote budget still working (quote-budget orders); 0 otherwise
+    done: bool  # nothing left to work
+
+
+class OrderExpired(Message, frozen=True):
+    """What was left of an order ended by its time in force (IOC or GTD) or a cancel."""
+
+    order_id: str
+    symbol: str
+    ts_event: int
+    ts_init: int
+    reason: ExpiryReason
+    filled_qty: float
+    leaves_qty: float
+    leaves_quote: float
+
+
+class Liquidation(Message, frozen=True):
+    """A margin account's position closed by the liquidation engine at `price`."""
+
+    account: str
+    symbol: str
+    ts_event: int
+    ts_init: int
+    side: Side  # the closing trade's side (buy closes a short)
+    qty: float
+    price: float
+    fee: float
+    realized_pnl: float  # of this close, gross of the fee
+    equity_before: float  # at the marks that triggered it
+    maintenance_margin: float  # of the whole account at those marks
+
+
+class PositionState(Message, frozen=True):
+    """One symbol's position inside an `AccountState`."""
+
+    symbol: str
+    qty: float  # signed: < 0 short
+    avg_price: float
+    mark_price: float
+    realized_pnl: float  # gross of fees
+    unrealized_pnl: float
+    fees: float
+    notional: float  # signed qty * mark
+
+
+class AccountState(Message, frozen=True):
+    """An account's books at one time (all symbols)."""
+
+    account: str
+    ts_event: int
+    ts_init: int
+    kind: AccountKind
+    cash: float
+    equity: float
+    realized_pnl: float  # gross of fees
+    unrealized_pnl: float
+    fees: float
+    gross_exposure: float  # sum |qty| * mark
+    net_exposure: float  # sum qty * mark
+    initial_margin: float  # gross exposure / max_leverage (0 for spot)
+    maintenance_margin: float  # gross exposure * maintenance rate (0 for spot)
+    positions: tuple[PositionState, ...]  # by symbol, open positions only
+
+
+TradingMode = Literal["active", "reducing", "halted"]
+
+
+class TradingStateChanged(Message, frozen=True):
+    """The account's trading state moved (ACTIVE -> REDUCING (reduce-only) -> HALTED), or one
+    symbol became reduce-only / active again (`symbol` set: stale market data)."""
+
+    account: str
+    ts_event: int
+    ts_init: int
+    old: TradingMode
+    new: TradingMode
+    reason: str
+    symbol: str = ""  # "" = the whole account
+
+
+class _Command(Message, frozen=True, tag_field="command"):
+    """Operator commands on control.commands.v1, JSON tagged by `command`."""
+
+    command_id: str  # unique per command: a re-delivered command is applied once
+    ts_event: int  # when the operator issued it (wall clock)
+    ts_init: int
+    reason: str = ""
+    account: str = "account"
+
+
+class HaltTrading(_Command, frozen=True, tag="halt"):
+    """Kill switch: HALTED at once (no new risk), positions flattened if configured so."""
+
+
+class ResumeTrading(_Command, frozen=True, tag="resume"):
+    """Back to ACTIVE after a halt or a breaker (an operator's decision, never automatic)."""
+
+
+class FlattenPositions(_Command, frozen=True, tag="flatten"):
+    """Close every open position at market (the trading state is unchanged)."""
+
+
+Command = HaltTrading | ResumeTrading | FlattenPositions
 
 
 class Fill(Message, frozen=True):

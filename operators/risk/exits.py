@@ -60,6 +60,10 @@ class ExitRule(Protocol):
 
     def exits(self, position: Position, mark: float, ts: int) -> ExitIntent | None: ...
 
+    def trigger(self, position: Position, mark: float = ...) -> float | None:
+        """The price level a resting exit order for `position` works at (None: no level)."""
+        ...
+
 
 def close_position(
     position: Position, mark: float, ts: int, rule: str, reason: str

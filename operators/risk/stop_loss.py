@@ -3,6 +3,7 @@ Odd inputs return None (see operators/risk/exits.py)."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -17,6 +18,15 @@ class StopLoss:
     def __post_init__(self) -> None:
         if not 0.0 < self.pct < 1.0:
             raise ValueError("stop_loss.pct must be in (0, 1)")
+
+    def trigger(self, position: Position, mark: float = 0.0) -> float | None:
+        """The stop level of a resting exit order (None: flat or unpriced)."""
+        entry = position.avg_price
+        if not (entry > 0.0 and math.isfinite(entry)) or not (
+            position.qty > 0.0 or position.qty < 0.0
+        ):
+            return None
+        return entry * (1.0 - self.pct) if position.qty > 0.0 else entry * (1.0 + self.pct)
 
     def exits(self, position: Position, mark: float, ts: int) -> ExitIntent | None:
         if not priced(position, mark):

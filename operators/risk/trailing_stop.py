@@ -23,6 +23,19 @@ class TrailingStop:
         if not 0.0 < self.pct < 1.0:
             raise ValueError("trailing_stop.pct must be in (0, 1)")
 
+    def trigger(self, position: Position, mark: float = math.nan) -> float | None:
+        """The stop level of a resting exit order: `pct` from the best of the book's best
+        price, the entry and `mark` (None: flat or unpriced)."""
+        entry = position.avg_price
+        if not (entry > 0.0 and math.isfinite(entry)) or not (
+            position.qty > 0.0 or position.qty < 0.0
+        ):
+            return None
+        known = [entry] + [p for p in (position.best_price, mark) if math.isfinite(p) and p > 0.0]
+        if position.qty > 0.0:
+            return max(known) * (1.0 - self.pct)
+        return min(known) * (1.0 + self.pct)
+
     def exits(self, position: Position, mark: float, ts: int) -> ExitIntent | None:
         if not priced(position, mark):
             return None

@@ -15,8 +15,10 @@ def sma_config(symbols: list[str] | None = None, **over: Any) -> Config:
     from tests.paths import ROOT
 
     cfg = load_config(ROOT / "examples" / "sma_cross.toml")
-    upd = {"symbols": symbols or cfg.symbols, **over}
-    return Config.model_validate({**cfg.model_dump(), **upd})
+    base = cfg.model_dump()
+    # a section given as a dict overrides only its keys: the rest keep the example's values
+    upd = {k: {**base[k], **v} if isinstance(v, dict) else v for k, v in over.items()}
+    return Config.model_validate({**base, "symbols": symbols or cfg.symbols, **upd})
 
 
 def run_flow(

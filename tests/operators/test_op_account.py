@@ -17,8 +17,7 @@ from hypothesis import strategies as st
 
 from operators.account import Account, AccountError
 from operators.execution_sim import ExecutionSim, SimConfig
-from operators.sim_messages import Liquidation, SubmitOrder
-from schemas.messages import NS_PER_MINUTE, Bar, Fill, OrderIntent
+from schemas.messages import NS_PER_MINUTE, Bar, Fill, Liquidation, OrderIntent, SubmitOrder
 from tests.operators.opdata import real_bars
 from tests.paths import BTC_1M_2021
 

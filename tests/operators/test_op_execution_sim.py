@@ -13,9 +13,16 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from operators.account import Account
-from operators.execution_sim import ExecutionSim, SimConfig
-from operators.sim_messages import CancelOrder, OrderExpired, OrderFilled, SubmitOrder, to_fill
-from schemas.messages import NS_PER_MINUTE, Bar, Fill
+from operators.execution_sim import ExecutionSim, SimConfig, to_fill
+from schemas.messages import (
+    NS_PER_MINUTE,
+    Bar,
+    CancelOrder,
+    Fill,
+    OrderExpired,
+    OrderFilled,
+    SubmitOrder,
+)
 from tests.operators.opdata import real_bars
 
 M = NS_PER_MINUTE

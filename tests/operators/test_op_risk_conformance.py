@@ -4,7 +4,9 @@ file is held to the same contract without touching this test.
 Checks: answer is a Denial or None; pure (same context, same answer; context not mutated);
 picklable; never raises on hostile contexts (NaN, ±inf, zero, negative, missing marks / views);
 risk-reducing orders pass every tier but ORDER; a class-level name equal to its file name; every
-config field documented in docs/risk.md with its default. Exit generators likewise.
+config field documented in docs/risk.md with its default; the rule's `[risk.<rule>]` config
+section (schemas/risk_config.py) holds exactly its fields plus `enabled`, with the same defaults.
+Exit generators likewise.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import operators.risk
 from operators.risk.context import Denial, MarketView, RiskContext, Tier
 from operators.risk.engine import RiskEngine, default_rules
 from operators.risk.exits import ExitIntent, Position
+from schemas.risk_config import CHECK_SECTIONS, EXIT_SECTIONS, RiskConfig
 from tests.paths import ROOT
 
 SYMS = ("BTCUSDT", "ETHUSDT", "SOLUSDT", "BTCUSDC", "XRPUSDT")
@@ -36,6 +39,8 @@ def _discover() -> tuple[list[type], list[type]]:
     checks: list[type] = []
     exits: list[type] = []
     for info in pkgutil.iter_modules(operators.risk.__path__):
+        if info.name == "build":  # the builders from config; its disabled breakers are variants
+            continue
         mod = importlib.import_module(f"operators.risk.{info.name}")
         for obj in vars(mod).values():
             if not (
@@ -225,6 +230,8 @@ def _doc_default(v: object) -> str:
         return "true" if v else "false"
     if isinstance(v, tuple):
         return "[]" if not v else repr(list(v))
+    if isinstance(v, str):
+        return f'"{v}"'
     if isinstance(v, float):
         return format(v, "g") if abs(v) < 1e6 else str(int(v))
     return str(v)
@@ -256,3 +263,45 @@ def test_config_fields_documented_with_defaults(cls: type) -> None:
 def test_documented_tier(cls: type) -> None:
     row = next(line for line in DOCS.splitlines() if line.startswith(f"| `{cls.name}` |"))
     assert f"| {cls.tier.name.lower()} |" in row
+
+
+def _section(name: str) -> type:
+    field = RiskConfig.model_fields.get(name)
+    assert field is not None, f"no [risk.{name}] section in schemas/risk_config.py"
+    assert isinstance(field.annotation, type)
+    return field.annotation
+
+
+@pytest.mark.parametrize("cls", ALL, ids=lambda c: c.name)
+def test_config_section_is_exactly_the_rule_fields(cls: type) -> None:
+    """Nothing configurable is dropped, nothing configured is ignored, defaults agree."""
+    fields = _section(cls.name).model_fields  # type: ignore[attr-defined]
+    assert "enabled" in fields and fields["enabled"].default is True
+    assert set(fields) - {"enabled"} == {f.name for f in dataclasses.fields(cls)}
+    for f in dataclasses.fields(cls):
+        assert fields[f.name].default == f.default, f"risk.{cls.name}.{f.name}: default differs"
+    rows = _rows()
+    for key in fields:
+        doc = "`risk.<rule>.enabled`" if key == "enabled" else f"`risk.{cls.name}.{key}`"
+        assert doc in DOCS, f"{doc} not in docs/risk.md"
+        if key != "enabled":
+            assert f"risk.{cls.name}.{key}" in rows
+
+
+def test_every_risk_section_is_a_rule_or_documented() -> None:
+    """[risk] holds the switch, one section per discovered rule (docs order), state, monitor."""
+    sections = [n for n in RiskConfig.model_fields if n != "enabled"]
+    names = {c.name for c in ALL}
+    assert set(CHECK_SECTIONS) == {c.name for c in CHECKS}
+    assert set(EXIT_SECTIONS) == {c.name for c in EXITS}
+    assert sections == [*CHECK_SECTIONS, *EXIT_SECTIONS, "state", "monitor"]
+    doc_order = [n for n in re.findall(r"^\| `([a-z_]+)` \|", DOCS, re.M) if n in names]
+    assert list(dict.fromkeys(doc_order)) == [*CHECK_SECTIONS, *EXIT_SECTIONS]
+    assert "`risk.enabled`" in DOCS
+    rows = _rows()
+    for name in ("state", "monitor"):
+        for key, field in _section(name).model_fields.items():  # type: ignore[attr-defined]
+            full = f"risk.{name}.{key}"
+            assert full in rows, f"{full} not in docs/risk.md"
+            cells = [c.replace("_", "") for c in rows[full]]
+            assert _doc_default(field.default) in cells, f"{full}: {field.default!r} not documented"

@@ -17,21 +17,33 @@ from schemas.codec import DecodeError, decode, decoder, encode, to_dict
 from schemas.config import Config, ConfigError, load_config
 from schemas.messages import (
     NS_PER_MINUTE,
+    AccountState,
     Bar,
+    CancelOrder,
+    Command,
     DeadLetter,
     EquityPoint,
     FeatureRow,
     FeatureSetInfo,
     Fill,
+    FlattenPositions,
+    HaltTrading,
+    Liquidation,
     Message,
     Metric,
     Order,
     OrderDenied,
+    OrderExpired,
+    OrderFilled,
     OrderIntent,
     PositionSnapshot,
+    PositionState,
+    ResumeTrading,
     RunInfo,
     Signal,
+    SubmitOrder,
     Trade,
+    TradingStateChanged,
 )
 from schemas.topics import TOPICS
 from tests.paths import ROOT
@@ -54,8 +66,53 @@ SAMPLES: list[msgspec.Struct] = [
     ),
     Signal("BTCUSDT", TS, TS, "sma_cross_10_50", -1, strength=-0.0012, reason="crossed below"),
     OrderIntent("BTCUSDT-1", "BTCUSDT", TS, TS, "buy", quote_budget=500_000.0, ref_price=42_000.1),
-    OrderDenied("BTCUSDT-2", "BTCUSDT", TS, TS, "max_position_notional", "too big"),
+    OrderDenied("BTCUSDT-2", "BTCUSDT", TS, TS, "max_order_notional", "too big", 6e4, 5e4, "buy"),
     Order("BTCUSDT-1", "BTCUSDT", TS, TS, "sell", qty=11.9),
+    Order(
+        "BTCUSDT-3", "BTCUSDT", TS, TS, "sell", 0.5, 0.0, "stop", 0.0, 41_000.0, cause="stop_loss"
+    ),
+    SubmitOrder("BTCUSDT-4", "BTCUSDT", TS, TS, "buy", 0.1, order_type="limit", limit_price=4e4),
+    CancelOrder("BTCUSDT-4", TS, TS),
+    OrderFilled(
+        "BTCUSDT-4-1",
+        "BTCUSDT-4",
+        "BTCUSDT",
+        TS,
+        TS,
+        "buy",
+        4e4,
+        0.1,
+        4.0,
+        "maker",
+        4e4,
+        0.0,
+        0.0,
+        0.0,
+        True,
+    ),
+    OrderExpired("BTCUSDT-5", "BTCUSDT", TS, TS, "IOC", 0.0, 0.2, 0.0),
+    Liquidation("account", "BTCUSDT", TS, TS, "buy", 1.0, 45_000.0, 0.0, -5e3, 900.0, 1e3),
+    AccountState(
+        "account",
+        TS,
+        TS,
+        "margin",
+        1e4,
+        9e3,
+        -1e3,
+        0.0,
+        10.0,
+        4.5e4,
+        -4.5e4,
+        9e3,
+        225.0,
+        (PositionState("BTCUSDT", -1.0, 44_000.0, 45_000.0, 0.0, -1e3, 10.0, -4.5e4),),
+    ),
+    PositionState("ETHUSDT", 2.0, 2_000.0, 2_100.0, 0.0, 200.0, 1.0, 4_200.0),
+    TradingStateChanged("account", TS, TS, "active", "halted", "drawdown 5.1% > 5%"),
+    HaltTrading("cmd-1", TS, TS, "operator"),
+    ResumeTrading("cmd-2", TS, TS),
+    FlattenPositions("cmd-3", TS, TS),
     Fill("BTCUSDT-1-1", "BTCUSDT-1", "BTCUSDT", TS, TS, "buy", 42_283.58, 11.8, 499.3),
     PositionSnapshot("ETHUSDT", TS, TS, 1.5, 2281.0, 10.0, -3.5, 2.0, 0.2, 2282.0),
     EquityPoint("ETHUSDT", TS, TS, 10.0, 3423.3, 3433.3),
@@ -70,6 +127,7 @@ SAMPLES: list[msgspec.Struct] = [
 def test_every_message_type_is_sampled() -> None:
     defined = vars(schemas.messages).values()
     message_types = {t for t in defined if isinstance(t, type) and issubclass(t, Message)}
+    message_types -= {schemas.messages._Command}  # the commands' tagged base
     assert message_types - {Message} == {type(m) for m in SAMPLES}
     exported = [getattr(schemas, n) for n in schemas.__all__]
     assert all(t in exported for t in message_types - {Message})
@@ -84,7 +142,10 @@ def test_round_trip(msg: msgspec.Struct) -> None:
     assert decode(data.decode(), type(msg)) == msg  # str input too
     assert encode(back) == data  # byte-identical re-encoding
     # the wire form is plain JSON with the field names
-    assert json.loads(data) == json.loads(json.dumps(to_dict(msg)))  # tuples travel as lists
+    plain = json.loads(data)
+    assert plain == json.loads(json.dumps(msgspec.to_builtins(msg)))  # tuples as lists
+    extra = set(plain) - set(to_dict(msg))  # the field names, plus a command's tag
+    assert extra == ({"command"} if type(msg).__struct_config__.tag else set())
     assert decoder(type(msg)) is decoder(type(msg))  # one cached decoder per type
 
 
@@ -143,6 +204,9 @@ def test_topics_carry_messages() -> None:
         "orders.v1": Order,
         "fills.v1": Fill,
         "dlq.v1": DeadLetter,
+        "risk.denials.v1": OrderDenied,
+        "risk.state.v1": TradingStateChanged,
+        "control.commands.v1": Command,
     }
     assert all(t.partitions > 0 for t in TOPICS.values())
 
@@ -168,7 +232,9 @@ def test_load_example_config(clean_env: Path) -> None:
     assert (cfg.strategy.kind, cfg.strategy.fast, cfg.strategy.slow) == ("sma_cross", 10, 50)
     assert cfg.strategy.price == "close" and cfg.strategy.long_only is True
     assert cfg.sizing.fraction == 1.0
-    assert cfg.risk.max_position_notional == 1e12
+    # the reference profile: no risk rules at all, no lot rounding (docs/risk.md)
+    assert (cfg.sizing.mode, cfg.sizing.round_to_lot) == ("fraction", False)
+    assert cfg.risk.enabled is False and cfg.portfolio.kind == "spot"
     assert (cfg.execution.fee_bps, cfg.execution.slippage_bps) == (10.0, 0.0)
     assert cfg.portfolio.initial_cash == 1_000_000.0 and cfg.portfolio.currency == "USDT"
     assert cfg.kafka.bootstrap == "127.0.0.1:9092"
@@ -258,7 +324,11 @@ def test_unknown_top_level_key(clean_env: Path) -> None:
         ),
         (
             "[risk]\nzzz = 3\n",
-            "unknown key `zzz` in [risk] of {p}; valid keys: max_position_notional",
+            "unknown key `zzz` in [risk] of {p}; valid keys: black_swan, drawdown_breaker, "
+            "enabled, gross_exposure, loss_cooldown, lot_tick, max_daily_loss, max_leverage, "
+            "max_open_positions, max_order_notional, max_position_pct, max_trades_per_day, "
+            "min_notional, min_sharpe, monitor, net_exposure, per_asset_cap, price_band, "
+            "reduce_only, stale_data, state, stop_loss, take_profit, trailing_stop",
         ),
         (
             "symbolz = ['BTCUSDT']\n",
@@ -273,9 +343,9 @@ def test_unknown_top_level_key(clean_env: Path) -> None:
             "[validation] of {p}: validation.min_price (10.0) must be < max_price (1.0)",
         ),
         (
-            "[strategy]\nfsat = 3\n[sizing]\nfraction = 2\n",
+            "[strategy]\nfsat = 3\n[sizing]\nfraction = 0\n",
             "unknown key `fsat` in [strategy] of {p}; did you mean `fast`? (and 1 more: "
-            "sizing.fraction = 2 in {p}: Input should be less than or equal to 1)",
+            "sizing.fraction = 0 in {p}: Input should be greater than 0)",
         ),
     ],
 )
@@ -301,7 +371,7 @@ def test_set_values_are_toml_and_bare_words_strings(clean_env: Path) -> None:
     cfg = load_config(
         EXAMPLE,
         sets=[
-            "risk.max_position_notional=1e3",
+            "risk.max_position_pct.max_pct=0.1",  # two levels deep
             "strategy.long_only=false",
             "strategy.fast=20",
             'features.set="full"',
@@ -312,7 +382,7 @@ def test_set_values_are_toml_and_bare_words_strings(clean_env: Path) -> None:
             "strategy.fast = 21",  # spaces around = are fine; the last one wins
         ],
     )
-    assert cfg.risk.max_position_notional == 1000.0
+    assert cfg.risk.max_position_pct.max_pct == 0.1
     assert cfg.strategy.long_only is False and cfg.strategy.fast == 21
     assert cfg.strategy.slow == 50  # the rest of the file's section stays
     assert cfg.features.set == "full" and cfg.portfolio.currency == "EUR"
