@@ -86,7 +86,7 @@ def install() -> None:
 
     ch.BatchWriter._insert = per_table  # type: ignore[method-assign]
     for fn in ("_file_in_range", "connect", "ensure_tables", "clear_run"):
-        patch(backtest, fn, "before: check file, connect, DDL, clear run")
+        patch(backtest, fn, f"before: {fn}")
     patch(backtest, "execute", "replay (bytewax run_main)")
     for fn in (
         "bar_counts",
@@ -113,11 +113,29 @@ REPLAY_STAGES = (
 )
 
 
+def digest(database: str) -> list[str]:
+    """Per table: raw rows, FINAL rows and an order-independent hash of the FINAL rows (every
+    column), so two runs of different code can be compared for identical results."""
+    from infra.clickhouse import TABLES, connect
+    from schemas.config import load_config
+
+    cfg = load_config(ROOT / "examples" / "sma_cross.toml")
+    client = connect(cfg.clickhouse.dsn, database)
+    out = []
+    for name in TABLES:
+        q = f"SELECT count(), sum(cityHash64(*)) FROM {database}.{name}"
+        raw = client.query(q).result_rows[0][0]
+        n, h = client.query(q.replace(f".{name}", f".{name} FINAL")).result_rows[0]
+        out.append(f"{name:16s} raw {raw:>8} final {n:>8} hash {h}")
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--year", default="2024")
     ap.add_argument("--symbols", default="BTCUSDT")
     ap.add_argument("--config", default="examples/sma_cross.toml")
+    ap.add_argument("--digest", action="store_true", help="print per-table digests of the rows")
     args = ap.parse_args()
     path = SHARED / f"binance_spot_{args.symbols.lower()}_1m_{args.year}.parquet"
     os.chdir(ROOT)
@@ -141,6 +159,7 @@ def main() -> None:
         total = time.perf_counter() - t0 + TIMES["start-up: imports"]
         if code:
             raise SystemExit(code)
+        lines = digest("cryptoflow") if args.digest else []
     import polars as pl
 
     n = pl.scan_parquet(path).select(pl.len()).collect().item()
@@ -156,6 +175,7 @@ def main() -> None:
     print(f"{'stage':48s} {'s':>7s} {'µs/bar':>8s}")
     for k, v in TIMES.items():
         print(f"{k:48s} {v:7.2f} {v / n * 1e6:8.2f}")
+    print("\n".join(lines))
 
 
 if __name__ == "__main__":

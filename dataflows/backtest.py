@@ -88,9 +88,10 @@ class BacktestSpec:
         return self.source.partition(":")[2]
 
 
-# Bumped whenever the same config would trade differently (2: one account, ADR 0009), so old
-# results are never mistaken for new ones under the same run id.
-ENGINE_VERSION = 2
+# Bumped whenever the same config would trade differently (2: one account, ADR 0009; 3: the
+# execution simulator, risk engine and trading state, ADR 0010), so old results are never
+# mistaken for new ones under the same run id.
+ENGINE_VERSION = 3
 
 
 def run_id_for(spec: BacktestSpec, cfg: Config) -> str:

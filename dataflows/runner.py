@@ -34,7 +34,7 @@ from infra.clickhouse import BatchWriter
 from infra.faults import Fault
 from schemas.config import Config
 from schemas.messages import FeatureSetInfo, RunInfo
-from schemas.topics import DLQ, FILLS, ORDERS
+from schemas.topics import DENIALS, DLQ, FILLS, ORDERS, RISK_STATE
 
 if TYPE_CHECKING:
     from dataflows.io.files import Kind
@@ -46,7 +46,8 @@ def topic_kind(topic: str) -> Kind:
 
 
 def flow_sinks(cfg: Config, run_id: str, publish: bool) -> FlowSinks:
-    """ClickHouse always; orders/fills/dead letters to Kafka (header run_id) when `publish`."""
+    """ClickHouse always; orders, fills, dead letters, risk denials and trading-state changes
+    to Kafka (header run_id) when `publish`."""
     ch = cfg.clickhouse
     kafka: dict[str, Any] = {}
     if publish:
@@ -57,7 +58,13 @@ def flow_sinks(cfg: Config, run_id: str, publish: bool) -> FlowSinks:
             name: KafkaCheckedSink(
                 cfg.kafka.bootstrap, topic.name, headers=headers, outage_s=cfg.kafka.outage_s
             )
-            for name, topic in (("orders", ORDERS), ("fills", FILLS), ("dlq", DLQ))
+            for name, topic in (
+                ("orders", ORDERS),
+                ("fills", FILLS),
+                ("dlq", DLQ),
+                ("denials", DENIALS),
+                ("risk_state", RISK_STATE),
+            )
         }
     return FlowSinks(
         clickhouse=ClickHouseSink(

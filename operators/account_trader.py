@@ -41,11 +41,11 @@ from operators.account import Account, AccountError
 from operators.execution_sim import ExecutionSim, to_fill
 from operators.risk.black_swan import BlackSwan
 from operators.risk.brackets import Brackets, ExitOrder, both_touched
-from operators.risk.context import Denial, MarketView, RiskContext, SymbolSpec
+from operators.risk.context import Denial, RiskContext, SymbolSpec
 from operators.risk.drawdown_breaker import DrawdownBreaker
 from operators.risk.engine import RiskEngine
 from operators.risk.exits import Position as ExitPosition
-from operators.risk.monitor import RiskMonitor
+from operators.risk.monitor import RiskMonitor, risk_context
 from operators.risk.stale_data import StaleData
 from operators.risk.state import Mode, TradingState, TradingStateChanged
 from operators.sizing import FractionOfEquity, Sizer
@@ -127,6 +127,7 @@ class AccountTrader:
         self._causes: dict[str, str] = {}
         self._best: dict[str, float] = {}  # most favourable close since the position opened
         self._commands: set[str] = set()  # command ids applied (a re-delivery is a no-op)
+        self.observe_every_bar = False  # tests: skip the `_may_change` filter
         self.now = 0  # close time of the last step (the account's clock)
         self.now_init = 0
 
@@ -316,10 +317,37 @@ class AccountTrader:
 
     # --- 3. trading state ----------------------------------------------------------------------
 
+    def _may_change(self, ts: int) -> bool:
+        """A cheap necessary condition for `TradingState.observe` to change anything: a
+        drawdown, a symbol's volatility or a bar's age beyond its breaker's limit, or a symbol
+        flagged stale that may clear. Building the full RiskContext on every bar would cost
+        more than the whole risk layer's budget (a test checks the filter against observing on
+        every bar)."""
+        st, mon = self.state, self.monitor
+        if st.stale_symbols or st.swan or self.observe_every_bar:
+            return True
+        peak = mon.peak_equity
+        if not (peak > 0.0 and (peak - mon.equity) / peak <= st.drawdown.max_drawdown):
+            return True
+        k, max_age = st.black_swan.k, st.stale.max_age_ns
+        for sym in self.symbols:
+            x = mon.symbols.get(sym)
+            if x is None:
+                continue
+            if x.last_bar_ts is not None and ts - x.last_bar_ts > max_age:
+                return True
+            if x.recent.full and x.normal.full:
+                vol, normal = x.recent.std(), x.normal.std()
+                if vol is not None and normal is not None and vol > k * normal * (1.0 - 1e-12):
+                    return True
+        return False
+
     def _observe(self, ts: int, ts_init: int, out: list[msgspec.Struct]) -> None:
         st = self.state
         if st.mode is Mode.HALTED and not st.stale_symbols:
             return  # nothing left to escalate; stale flags clear on the next observe after resume
+        if not self._may_change(ts):
+            return
         was = st.mode
         tr = st.observe(self._context(ts, self.symbols[0], "buy", 0.0, 0.0))
         self._state_events(tr.events, ts_init, out)
@@ -452,7 +480,8 @@ class AccountTrader:
         """Check one order (trading state, risk rules, the account) and work it, or deny it."""
         self._seq[sym] += 1
         oid = f"{sym}-{self._seq[sym]}"
-        base_qty = qty if qty > 0.0 else (budget / price if price > 0.0 else math.nan)
+        # a quote budget pays the fee too: the base it buys at `price` (what the account checks)
+        base_qty = qty if qty > 0.0 else budget / (price * (1.0 + self.taker_rate))
         notional = budget if budget > 0.0 else qty * price
         limit = exit_order.price if exit_order is not None and exit_order.kind == "limit" else None
         ctx = self._context(ts, sym, side, base_qty, price, notional, limit)
@@ -517,35 +546,18 @@ class AccountTrader:
         notional: float | None = None,
         limit_price: float | None = None,
     ) -> RiskContext:
-        acct, mon = self.account, self.monitor
-        positions = {s: p.qty for s, p in acct.positions.items() if p.qty != 0.0}
-        marks = {s: p.mark_price for s, p in acct.positions.items() if p.mark_price > 0.0}
-        market = {
-            s: MarketView(st.last_price, st.recent.std(), st.normal.std(), st.last_bar_ts)
-            for s, st in mon.symbols.items()
-        }
-        spec = self.specs.get(sym, _NO_SPEC)
-        return RiskContext.build(
-            ts=ts,
-            symbol=sym,
-            side=side,
-            qty=qty,
-            price=price,
-            notional=notional,
-            limit_price=limit_price,
-            positions=positions,
-            marks=marks,
-            spec=spec,
-            equity=acct.equity,
-            cash=acct.cash,
-            sod_equity=mon.sod_equity,
-            peak_equity=mon.peak_equity,
-            market=market,
-            trades_today=mon.trades_today,
-            consecutive_losses=mon.consecutive_losses,
-            last_loss_ts=mon.last_loss_ts,
-            sharpe=mon.sharpe(),
-            reduce_only=self.state.reduce_only(sym),
+        return risk_context(
+            self.account,
+            self.monitor,
+            self.state,
+            self.specs.get(sym, _NO_SPEC),
+            ts,
+            sym,
+            side,
+            qty,
+            price,
+            notional,
+            limit_price,
         )
 
 

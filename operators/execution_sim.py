@@ -49,7 +49,8 @@ class SimConfig:
     # of each bar's volume, shared by all orders of the symbol; inf = no cap (fills whatever
     # the size, even in a bar without volume: the plain backtest's assumption)
     max_volume_share: float = 1.0
-    # per symbol: quote-budget fills are floored to this base step (the exchange's LOT_SIZE)
+    # per symbol: fills are whole multiples of this base step (the exchange's LOT_SIZE): a
+    # quote-budget fill is floored to it, and so is a fill the bar's volume cuts short
     lot_sizes: tuple[tuple[str, float], ...] = ()
 
     def __post_init__(self) -> None:
@@ -246,6 +247,8 @@ class ExecutionSim:
                     return None
         else:
             qty = min(capacity, w.leaves_qty)
+            if lot > 0.0 and capacity < w.leaves_qty:  # the volume binds: whole lots only
+                qty = _floor(qty, lot)
         if not qty > 0.0:
             return None
         size = 0.0

@@ -189,10 +189,9 @@ class Config(_Section):
         for key in ("fraction", "max_fraction"):
             value = getattr(self.sizing, key)
             if not value <= p.max_leverage:
-                what = "of a spot account" if p.kind == "spot" else f"of a {p.kind} account"
                 raise _cross(
                     f"Input should be less than or equal to {p.max_leverage:g} "
-                    f"(portfolio.max_leverage {what})",
+                    f"(portfolio.max_leverage of a {p.kind} account)",
                     (f"sizing.{key}", "portfolio.max_leverage", "portfolio.kind"),
                     value,
                 )

@@ -15,7 +15,10 @@ import math
 from collections import deque
 from dataclasses import dataclass, field
 
-from schemas.messages import NS_PER_DAY
+from operators.account import Account
+from operators.risk.context import MarketView, RiskContext, SymbolSpec
+from operators.risk.state import TradingState
+from schemas.messages import NS_PER_DAY, Side
 
 NS_PER_YEAR = 365 * NS_PER_DAY
 
@@ -166,3 +169,48 @@ class RiskMonitor:
         if sd is None or not sd > 0.0:
             return None
         return r.mean() / sd * self.annualize
+
+
+def risk_context(
+    acct: Account,
+    mon: RiskMonitor,
+    state: TradingState,
+    spec: SymbolSpec,
+    ts: int,
+    sym: str,
+    side: Side,
+    qty: float,
+    price: float,
+    notional: float | None = None,
+    limit_price: float | None = None,
+) -> RiskContext:
+    """One intent against the account's book, the market views and the day, as the rules see
+    it (operators/risk/context.py)."""
+    positions = {s: p.qty for s, p in acct.positions.items() if p.qty != 0.0}
+    marks = {s: p.mark_price for s, p in acct.positions.items() if p.mark_price > 0.0}
+    market = {
+        s: MarketView(st.last_price, st.recent.std(), st.normal.std(), st.last_bar_ts)
+        for s, st in mon.symbols.items()
+    }
+    return RiskContext.build(
+        ts=ts,
+        symbol=sym,
+        side=side,
+        qty=qty,
+        price=price,
+        notional=notional,
+        limit_price=limit_price,
+        positions=positions,
+        marks=marks,
+        spec=spec,
+        equity=acct.equity,
+        cash=acct.cash,
+        sod_equity=mon.sod_equity,
+        peak_equity=mon.peak_equity,
+        market=market,
+        trades_today=mon.trades_today,
+        consecutive_losses=mon.consecutive_losses,
+        last_loss_ts=mon.last_loss_ts,
+        sharpe=mon.sharpe(),
+        reduce_only=state.reduce_only(sym),
+    )

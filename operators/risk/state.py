@@ -1,7 +1,9 @@
 """The trading state machine: ACTIVE -> REDUCING (reduce-only) -> HALTED, with the reason.
 
-Account mode only escalates on its own; going back to ACTIVE takes an explicit `resume`, because
-a breaker that re-arms by itself trades straight back into the conditions that tripped it.
+Account mode only escalates on its own, with one exception: REDUCING entered on a black swan ends
+by itself once every symbol's volatility is back within k x normal (a market condition, like
+stale data). Leaving HALTED, or a REDUCING the operator or a loss caused, takes an explicit
+`resume`, because a breaker that re-arms by itself trades straight back into what tripped it.
 Staleness is per symbol and clears itself when a fresh bar arrives: it is a data condition, not a
 risk breach. Every change is a `TradingStateChanged` event; entering HALTED with
 `flatten_on_halt` also yields one closing `ExitIntent` per open position.
@@ -68,6 +70,7 @@ class TradingState:
         self.mode = Mode.ACTIVE
         self.reason = ""
         self.stale_symbols: dict[str, str] = {}  # symbol -> why it is reduce-only
+        self.swan = False  # REDUCING because of a black swan (ends with the volatility)
 
     def reduce_only(self, symbol: str) -> bool:
         return self.mode is not Mode.ACTIVE or symbol in self.stale_symbols
@@ -82,11 +85,22 @@ class TradingState:
         if dd is not None:
             self._escalate(ctx.ts, Mode.HALTED, dd.reason, events)
         symbols = sorted(set(ctx.market) | {s for s, q in ctx.positions.items() if q != 0.0})
-        for sym in symbols:
-            swan = self.black_swan.breach(ctx, sym)
-            if swan is not None:
-                self._escalate(ctx.ts, self.black_swan_action, swan.reason, events)
-                break
+        swan = next((b for b in (self.black_swan.breach(ctx, s) for s in symbols) if b), None)
+        if swan is not None:
+            self._escalate(ctx.ts, self.black_swan_action, swan.reason, events)
+            self.swan = self.mode is Mode.REDUCING
+        elif self.swan and self.mode is Mode.REDUCING:
+            # a volatility condition, not a loss: REDUCING ends when every symbol is back
+            # within k x its normal level (a HALT never ends by itself)
+            events.append(
+                TradingStateChanged(
+                    ctx.ts,
+                    Mode.REDUCING,
+                    Mode.ACTIVE,
+                    "volatility back within the black-swan limit",
+                )
+            )
+            self.mode, self.reason, self.swan = Mode.ACTIVE, "", False
         for sym in symbols:
             st = self.stale.breach(ctx, sym)
             if st is not None and sym not in self.stale_symbols:
@@ -125,7 +139,7 @@ class TradingState:
         if self.mode is Mode.ACTIVE:
             return Transition()
         event = TradingStateChanged(ts, self.mode, Mode.ACTIVE, f"resume: {reason}")
-        self.mode, self.reason = Mode.ACTIVE, ""
+        self.mode, self.reason, self.swan = Mode.ACTIVE, "", False
         return Transition((event,))
 
     @staticmethod

@@ -197,7 +197,11 @@ def test_a_bad_config_names_the_file_the_key_and_the_fix(
             "strategy.fsat=3",
             "--set strategy.fsat=3: unknown key `fsat` in [strategy]; did you mean `fast`?",
         ),
-        ("sizing.fraction=2", "--set sizing.fraction=2: Input should be less than or equal to 1"),
+        (
+            "sizing.fraction=2",
+            "--set sizing.fraction=2: Input should be less than or equal to 1 "
+            "(portfolio.max_leverage of a spot account)",
+        ),
         (
             "strategy.fast=60",
             "--set strategy.fast=60: strategy.fast (60) must be < strategy.slow (50)",
