@@ -85,6 +85,9 @@ def install() -> None:
             TIMES["sink: buffer (python)"] -= dt  # nested inside the partition's calls
 
     ch.BatchWriter._insert = per_table  # type: ignore[method-assign]
+    for fn in ("_arrow_block", "arrow_for", "columns_for"):  # whichever the writer uses
+        if hasattr(ch, fn):
+            patch(ch, fn, "  of which: rows -> arrow (python)")
     for fn in ("_file_in_range", "connect", "ensure_tables", "clear_run"):
         patch(backtest, fn, f"before: {fn}")
     patch(backtest, "execute", "replay (bytewax run_main)")
@@ -165,11 +168,13 @@ def main() -> None:
     n = pl.scan_parquet(path).select(pl.len()).collect().item()
     replay = TIMES.pop("replay (bytewax run_main)")
     inserts = sum(v for k, v in TIMES.items() if k.startswith("sink: insert"))
+    TIMES["  of which: rows -> arrow (python)"] = TIMES.pop("  of which: rows -> arrow (python)", 0)
     staged = sum(TIMES.get(k, 0.0) for k in REPLAY_STAGES) + inserts
     TIMES["bytewax + lambdas (rest of the replay)"] = replay - staged
-    accounted = sum(TIMES.values())
+    accounted = sum(v for k, v in TIMES.items() if not k.startswith("  of which"))
     TIMES["other (cli, config, teardown)"] = total - accounted
     print(f"{n:,} bars, whole command {total:.2f} s = {n / total:,.0f} bars/s")
+    print(f"  pandas imported: {'pandas' in sys.modules} (pyarrow's pa.array loads it, ~0.4 s)")
     acct = TIMES.get("account step", 0.0)
     print(f"  without the account step: {total - acct:.2f} s = {n / (total - acct):,.0f} bars/s")
     print(f"{'stage':48s} {'s':>7s} {'µs/bar':>8s}")

@@ -24,6 +24,7 @@ from dataflows.cli_common import (
     _version,
     _wide_pipes,
 )
+from dataflows.cli_control import add_control
 from dataflows.diagnostics import EXIT_USAGE, Diagnostics, pop_debug, report, watchdog
 from schemas.config import data_dir, load_config
 
@@ -390,6 +391,7 @@ def parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--workers", type=int, default=1, help="Bytewax worker threads")
     s.set_defaults(fn=cmd_paper)
+    add_control(sub, _verb, config_args)
 
     s = _verb(
         sub,

@@ -6,6 +6,10 @@ source position are snapshotted each `paper.epoch_s` by Bytewax recovery under
 `<data dir>/recovery/<run id>`, and SIGINT/SIGTERM stop cleanly (the last epoch commits, sinks
 flush; see dataflows/shutdown.py). Starting again with the same `--run-id` resumes from there
 with the same state and publishes no order twice (dataflows/io/resume.py).
+
+Operator commands (the kill switch, docs/risk.md) come from `control.commands.v1`: a fresh run
+reads them from the topic's end when it was created (earlier commands are not for it), a resumed
+one from its snapshot, so a halt issued while it was stopped applies when it comes back.
 """
 
 from __future__ import annotations
@@ -20,15 +24,23 @@ from rich.console import Console
 
 from dataflows.backtest import ENGINE_VERSION
 from dataflows.flow import build_flow, config_feature_set
+from dataflows.io.control import ControlSource, control_start, topic_end
 from dataflows.io.kafka import KafkaRangeSource
 from dataflows.io.monitor import FlowStats, Heartbeat, MonitorSink
 from dataflows.io.resume import NoRepeatSink
 from dataflows.report import account_initial, build_report, load_run, print_summary
 from dataflows.runner import execute, flow_sinks, record_feature_set, record_run, topic_kind
 from dataflows.shutdown import StoppableSource, handle_signals
+from infra import faults
 from infra.clickhouse import connect, ensure_tables
 from schemas.config import Config, data_dir
 from schemas.messages import RunInfo
+from schemas.topics import CONTROL
+
+# The Kafka outputs a resume must not publish twice: each of their messages is unique within a
+# run (order, fill, dead-letter and intent ids). Trading-state changes are not: a halt, resume,
+# halt in one bar with one reason repeats its first event, which must not be dropped.
+_PUBLISHED = ("orders", "fills", "dlq", "denials")
 
 
 def recovery_dir(run_id: str) -> Path:
@@ -75,15 +87,24 @@ def run_paper(
     run_id: str | None = None,
     workers: int = 1,
     console: Console | None = None,
+    control_topic: str = CONTROL.name,
 ) -> str:
     """Runs until SIGINT/SIGTERM. `start_ns` replays history from there first (strategy warm-up);
-    default: only messages from now on. An existing `run_id` resumes that run."""
+    default: only messages from now on. An existing `run_id` resumes that run. Operator commands
+    are read from `control_topic` (`cryptoflow control halt`)."""
     console = console or Console(stderr=True)
     out = Console(soft_wrap=True, highlight=False)  # one line per message, whatever the width
     now_ns = time.time_ns()  # the one wall-clock read: a paper session starts in real time
     run_id = run_id or "paper-" + datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     start_ms = (start_ns if start_ns is not None else now_ns) // 1_000_000
+    control_end = _control_end(cfg, control_topic)  # a missing topic fails before the run dir
     rdir, start_ms, started_ns, resuming = _session(cfg, run_id, topic, symbols, start_ms)
+    control = ControlSource(
+        cfg.kafka.bootstrap,
+        control_topic,
+        control_start(rdir, control_topic, control_end, resuming),
+        outage_s=cfg.kafka.outage_s,
+    )
     ch = cfg.clickhouse
     client = connect(ch.dsn, ch.database)
     ensure_tables(client, ch.database)
@@ -111,7 +132,7 @@ def run_paper(
     )
     sinks = flow_sinks(cfg, run_id, publish=True)
     if resuming:  # outputs of an epoch that did not commit (a crash) are produced again
-        for name in ("orders", "fills", "dlq"):
+        for name in _PUBLISHED:
             inner = getattr(sinks, name)
             setattr(sinks, name, NoRepeatSink(inner, cfg.kafka.bootstrap, inner.topic, run_id))
     stats = FlowStats()
@@ -126,12 +147,14 @@ def run_paper(
         flow_id="paper",
         clock=time.time_ns,  # live: event times ahead of the wall clock are implausible
         replay_range=(start_ms * 1_000_000, None),
+        control=StoppableSource(control),  # a stop ends it too, or the flow would never end
     )
     since = datetime.fromtimestamp(start_ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S")
     verb = "resuming" if resuming else "starting"
     out.print(
         f"paper run {run_id}: {verb}, tailing {topic} from {since} UTC "
-        f"(snapshots in {rdir}; Ctrl-C or SIGTERM stops cleanly)",
+        f"(commands from {control_topic}; snapshots in {rdir}; Ctrl-C or SIGTERM stops "
+        "cleanly)",
         highlight=False,
     )
 
@@ -150,7 +173,9 @@ def run_paper(
         )
     beat(stats.line(time.time_ns()))
     repeats = sum(
-        s.skipped for s in (sinks.orders, sinks.fills, sinks.dlq) if isinstance(s, NoRepeatSink)
+        s.skipped
+        for s in (getattr(sinks, name) for name in _PUBLISHED)
+        if isinstance(s, NoRepeatSink)
     )
     if repeats:
         out.print(
@@ -159,6 +184,21 @@ def run_paper(
         )
     _close(cfg, client, info, symbols, out)
     return run_id
+
+
+def _control_end(cfg: Config, topic: str) -> dict[int, int]:
+    """The control topic's end now; a missing topic fails in one line, saying how to fix it."""
+    try:
+        return topic_end(cfg.kafka.bootstrap, topic)
+    except faults.Fault as fault:
+        if "does not exist" not in fault.what:
+            raise  # not answering: its check already says what to do
+        faults.clear()
+        raise faults.raise_fault(
+            "kafka",
+            f"{fault.what} (the operator commands topic)",
+            "that the project topics exist: cryptoflow infra up creates them",
+        ) from fault
 
 
 def _say_if_nothing_new(cfg: Config, topic: str, start_ms: int, out: Console) -> None:

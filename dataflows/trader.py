@@ -66,6 +66,10 @@ def new_trader(cfg: Config, symbols: Sequence[str]) -> AccountTrader:
         normal_window=m.normal_window,
         sharpe_window=m.sharpe_window,
         bar_interval_ns=cfg.bars.interval_s * NS_PER_SECOND,
+        # measure only what something reads (each is a per-bar cost)
+        track_vol=risk.enabled and risk.black_swan.enabled,
+        track_sharpe=risk.enabled and risk.min_sharpe.enabled,
+        forecast_window=cfg.sizing.vol_window if cfg.sizing.mode == "vol_target" else None,
     )
     return AccountTrader(
         symbols,

@@ -38,10 +38,11 @@ from collections.abc import Mapping, Sequence
 import msgspec
 
 from operators.account import Account, AccountError
+from operators.account_orders import dead_fill, order_event, with_working, working_market_qty
 from operators.execution_sim import ExecutionSim, to_fill
 from operators.risk.black_swan import BlackSwan
 from operators.risk.brackets import Brackets, ExitOrder, both_touched
-from operators.risk.context import Denial, RiskContext, SymbolSpec
+from operators.risk.context import Denial, RiskContext, SymbolSpec, floor_to_step
 from operators.risk.drawdown_breaker import DrawdownBreaker
 from operators.risk.engine import RiskEngine
 from operators.risk.exits import Position as ExitPosition
@@ -49,14 +50,12 @@ from operators.risk.monitor import RiskMonitor, risk_context
 from operators.risk.stale_data import StaleData
 from operators.risk.state import Mode, TradingState, TradingStateChanged
 from operators.sizing import FractionOfEquity, Sizer
-from schemas.codec import encode
 from schemas.messages import (
     Bar,
     CancelOrder,
     DeadLetter,
     FlattenPositions,
     HaltTrading,
-    Order,
     OrderDenied,
     OrderExpired,
     OrderFilled,
@@ -104,8 +103,10 @@ class AccountTrader:
         self.sim = sim if sim is not None else ExecutionSim()
         self.sizer: Sizer = sizer if sizer is not None else FractionOfEquity(1.0)
         self.engine = engine if engine is not None else RiskEngine(())
-        # Always a state machine: the kill switch works even with every risk rule off.
+        # Always a state machine: the kill switch works even with every risk rule off (then
+        # only commands move it, and nothing needs observing).
         self.state = state if state is not None else _inert_state()
+        self._observing = state is not None
         self.brackets = brackets if brackets is not None else Brackets((), None)
         self.monitor = monitor if monitor is not None else RiskMonitor(account.initial_cash)
         self.specs = dict(specs or {})
@@ -267,7 +268,7 @@ class AccountTrader:
             try:
                 realized = acct.apply_fill(ev)
             except AccountError as exc:  # a bug upstream: keep it, loudly, and keep running
-                out.append(_dead_fill(ev, str(exc)))
+                out.append(dead_fill(ev, str(exc)))
                 continue
             after = acct.qty(sym)
             closed = before != 0.0 and (after == 0.0 or (before > 0.0) != (after > 0.0))
@@ -344,7 +345,7 @@ class AccountTrader:
 
     def _observe(self, ts: int, ts_init: int, out: list[msgspec.Struct]) -> None:
         st = self.state
-        if st.mode is Mode.HALTED and not st.stale_symbols:
+        if not self._observing or (st.mode is Mode.HALTED and not st.stale_symbols):
             return  # nothing left to escalate; stale flags clear on the next observe after resume
         if not self._may_change(ts):
             return
@@ -389,6 +390,12 @@ class AccountTrader:
         best = self._best.get(sym, pos.avg_price)
         best = max(best, bar.close) if long else min(best, bar.close)
         self._best[sym] = best
+        closing = "sell" if long else "buy"
+        if any(
+            o.symbol == sym and o.order_type == "market" and o.side == closing
+            for o in self._orders.values()
+        ):
+            return  # a market close (signal, halt, flatten) works: resting exits would double it
         spec = self.specs.get(sym, _NO_SPEC)
         wanted = self.brackets.wanted(
             ExitPosition(sym, pos.qty, pos.avg_price, best), bar.close, spec.tick_size
@@ -407,7 +414,7 @@ class AccountTrader:
                     self._orders[oid] = o
                     self._causes[oid] = w.cause
                     have[w.kind] = (oid, w)
-                    out.append(_order(o, w.cause))
+                    out.append(order_event(o, w.cause))
                 continue
             if cur is not None and cur[0]:
                 self._cancel(cur[0], bar.ts_close, bar.ts_init, out)
@@ -426,7 +433,7 @@ class AccountTrader:
         cur = 1 if q > 0.0 else (-1 if q < 0.0 else 0)
         working = [o for o in self._orders.values() if o.symbol == sym]
         entry = [o for o in working if self._causes[o.order_id] == "signal"]
-        if want == cur and (want == 0 or not entry):
+        if want == cur and not entry:
             return
         if entry and want != 0 and entry[0].side == ("buy" if want > 0 else "sell"):
             return  # that entry is already working
@@ -439,7 +446,7 @@ class AccountTrader:
         elif entry:
             for o in entry:
                 self._cancel(o.order_id, ts, ts_init, out)
-        if want == 0:
+        if want == 0 or want == cur:  # flat wanted, or the order canceled was the close
             return
         acct = self.account
         equity = acct.equity
@@ -454,7 +461,7 @@ class AccountTrader:
             return
         qty = notional / price
         if self.round_to_lot:
-            qty = _floor_lot(qty, self.specs[sym].lot_size)
+            qty = floor_to_step(qty, self.specs[sym].lot_size)
         if qty > 0.0:
             self._submit(
                 sym, "buy" if want > 0 else "sell", qty, 0.0, ts, ts_init, price, "signal", out
@@ -482,9 +489,14 @@ class AccountTrader:
         oid = f"{sym}-{self._seq[sym]}"
         # a quote budget pays the fee too: the base it buys at `price` (what the account checks)
         base_qty = qty if qty > 0.0 else budget / (price * (1.0 + self.taker_rate))
+        if qty == 0.0 and self.round_to_lot:  # the simulator fills whole lots of a budget
+            base_qty = floor_to_step(base_qty, self.specs[sym].lot_size)
         notional = budget if budget > 0.0 else qty * price
         limit = exit_order.price if exit_order is not None and exit_order.kind == "limit" else None
         ctx = self._context(ts, sym, side, base_qty, price, notional, limit)
+        # market orders still working fill first: the entry of a flip after its close, a second
+        # symbol's entry decided at the same close (operators/account_orders.py)
+        ctx = with_working(ctx, working_market_qty(self.sim, ctx.marks, self.taker_rate))
         denial: Denial | None = None
         if self.state.reduce_only(sym) and not ctx.reduces_risk:
             mode = self.state.mode.value if self.state.mode is not Mode.ACTIVE else "stale data"
@@ -533,7 +545,7 @@ class AccountTrader:
         self._causes[oid] = cause
         if not ctx.reduces_risk:
             self.monitor.on_trade()
-        out.append(_order(cmd, cause))
+        out.append(order_event(cmd, cause))
         return oid
 
     def _context(
@@ -568,43 +580,8 @@ def _inert_state() -> TradingState:
     )
 
 
-def _floor_lot(qty: float, lot: float) -> float:
-    if not lot > 0.0:
-        return qty
-    return math.floor(qty / lot + 1e-9) * lot
-
-
 def _num(x: float) -> float | None:
     return x if math.isfinite(x) else None
-
-
-def _order(cmd: SubmitOrder, cause: str) -> Order:
-    return Order(
-        order_id=cmd.order_id,
-        symbol=cmd.symbol,
-        ts_event=cmd.ts_event,
-        ts_init=cmd.ts_init,
-        side=cmd.side,
-        qty=cmd.qty,
-        quote_budget=cmd.quote_budget,
-        order_type=cmd.order_type,
-        limit_price=cmd.limit_price,
-        stop_price=cmd.stop_price,
-        time_in_force=cmd.time_in_force,
-        cause=cause,
-    )
-
-
-def _dead_fill(ev: OrderFilled, reason: str) -> DeadLetter:
-    return DeadLetter(
-        ts_init=ev.ts_init,
-        source="account",
-        reason=f"fill not booked: {reason}",
-        payload=encode(ev).decode(),
-        key=ev.symbol,
-        ts_event=ev.ts_event,
-        origin=f"account:{ev.fill_id}",
-    )
 
 
 __all__ = ["ACCOUNT", "AccountTrader", "Decision"]

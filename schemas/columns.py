@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from itertools import repeat, starmap
+from itertools import starmap
 from typing import Any, TypeVar
 
 import msgspec
@@ -60,26 +60,47 @@ class Columns:
 
     def missing(self, cls: type[msgspec.Struct]) -> list[str]:
         """Fields of `cls` without a default that have no column."""
-        return [f.name for f in msgspec.structs.fields(cls) if f.required and f.name not in self.columns]
+        fields = msgspec.structs.fields(cls)
+        return [f.name for f in fields if f.required and f.name not in self.columns]
 
     def unknown(self, cls: type[msgspec.Struct]) -> list[str]:
         """Columns that are not fields of `cls`."""
-        names = {f.name for f in msgspec.structs.fields(cls)}
-        return sorted(set(self.columns) - names)
+        return sorted(set(self.columns) - {f.name for f in msgspec.structs.fields(cls)})
+
+    def problem(self, table: str, cls: type[msgspec.Struct]) -> str | None:
+        """Why these are not rows of `table` (message class `cls`), or None."""
+        if self.table != table:
+            return f"table {table!r} takes {cls.__name__}, got Columns of {self.table!r}"
+        unknown, missing = self.unknown(cls), self.missing(cls)
+        if unknown or missing:
+            return (
+                f"Columns of {table!r} do not fit {cls.__name__}: "
+                f"unknown columns {unknown}, missing {missing}"
+            )
+        return None
+
+    def column(self, field: msgspec.structs.FieldInfo) -> Sequence[Any]:
+        """The column of a field of the table's message class; its default if left out."""
+        col = self.columns.get(field.name)
+        if col is not None:
+            return col
+        if field.default is not msgspec.NODEFAULT:
+            return [field.default] * self.n
+        return [field.default_factory() for _ in range(self.n)]
 
     def rows(self, cls: type[S]) -> list[S]:
         """The rows as structs of `cls` (the table's message class), in order."""
-        if self.unknown(cls) or self.missing(cls):
-            raise ValueError(
-                f"Columns of {self.table!r} do not fit {cls.__name__}: unknown "
-                f"{self.unknown(cls)}, missing {self.missing(cls)}"
-            )
-        cols: list[Any] = []
-        for f in msgspec.structs.fields(cls):
-            if f.name in self.columns:
-                cols.append(as_list(self.columns[f.name]))
-            elif f.default is not msgspec.NODEFAULT:
-                cols.append(repeat(f.default, self.n))
-            else:  # default_factory: a fresh value per row
-                cols.append([f.default_factory() for _ in range(self.n)])
-        return list(starmap(cls, zip(*cols, strict=False)))
+        problem = self.problem(self.table, cls)
+        if problem is not None:
+            raise ValueError(problem)
+        cols = [as_list(self.column(f)) for f in msgspec.structs.fields(cls)]
+        return list(starmap(cls, zip(*cols, strict=True)))
+
+
+def misfit(item: object, table: str, cls: type[msgspec.Struct]) -> str | None:
+    """Why `item` is not a row (a `cls` struct) or rows (`Columns`) of `table`, or None."""
+    if type(item) is cls:
+        return None
+    if type(item) is Columns:
+        return item.problem(table, cls)
+    return f"table {table!r} takes {cls.__name__}, got {type(item).__name__}"

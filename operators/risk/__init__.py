@@ -1,5 +1,2 @@
-"""Pre-trade risk rules. Each rule's `check(...)` returns a reason string, or None to pass."""
-
-from operators.risk.max_notional import MaxPositionNotional
-
-__all__ = ["MaxPositionNotional"]
+"""Pre-trade risk: checks, exit generators, the trading state machine and what feeds them
+(docs/risk.md)."""

@@ -71,6 +71,7 @@ class SymbolStats:
     last_bar_ts: int | None = None  # close time of the latest bar
     recent: RollingStd = field(default_factory=lambda: RollingStd(60))
     normal: RollingStd = field(default_factory=lambda: RollingStd(10080))
+    forecast: RollingStd | None = None  # vol-target sizing's window, when it has its own
     # the open round trip: realized PnL and fees since the position left flat
     trip_pnl: float = 0.0
 
@@ -83,7 +84,13 @@ class RiskMonitor:
         normal_window: int = 10080,
         sharpe_window: int = 10080,
         bar_interval_ns: int = 60_000_000_000,
+        *,
+        track_vol: bool = True,
+        track_sharpe: bool = True,
+        forecast_window: int | None = None,
     ) -> None:
+        """`track_vol` / `track_sharpe` off (nothing reads them: risk off) save their per-bar
+        cost; `forecast_window` (vol-target sizing) keeps one more volatility window."""
         if not 2 <= vol_window < normal_window:
             raise ValueError("vol_window must be >= 2 and < normal_window")
         if sharpe_window < 2:
@@ -99,25 +106,37 @@ class RiskMonitor:
         self.consecutive_losses = 0
         self.last_loss_ts: int | None = None
         self.returns = RollingStd(sharpe_window)
+        self.track_vol = track_vol
+        self.track_sharpe = track_sharpe
+        if forecast_window is not None and forecast_window < 2:
+            raise ValueError("forecast_window must be >= 2")
+        self.forecast_window = forecast_window
         self.annualize = math.sqrt(NS_PER_YEAR / bar_interval_ns)
 
     def stats(self, symbol: str) -> SymbolStats:
         st = self.symbols.get(symbol)
         if st is None:
+            fw = self.forecast_window
             st = self.symbols[symbol] = SymbolStats(
-                recent=RollingStd(self.vol_window), normal=RollingStd(self.normal_window)
+                recent=RollingStd(self.vol_window),
+                normal=RollingStd(self.normal_window),
+                forecast=RollingStd(fw) if fw is not None and fw != self.vol_window else None,
             )
         return st
 
     # --- feeds ---------------------------------------------------------------------------------
 
     def on_bar(self, symbol: str, close: float, ts_close: int) -> None:
-        st = self.stats(symbol)
+        st = self.symbols.get(symbol) or self.stats(symbol)
         prev = st.last_price
         if prev > 0.0 and close > 0.0:
             r = math.log(close / prev)
-            st.recent.push(r)
-            st.normal.push(r)
+            if self.track_vol or self.forecast_window == self.vol_window:
+                st.recent.push(r)
+            if self.track_vol:
+                st.normal.push(r)
+            if st.forecast is not None:
+                st.forecast.push(r)
         st.last_price = close
         st.last_bar_ts = ts_close
 
@@ -131,7 +150,7 @@ class RiskMonitor:
             self.sod_equity = self.equity  # the previous step's equity: the day's opening
             self.trades_today = 0
         prev = self.equity
-        if prev > 0.0 and math.isfinite(equity):
+        if self.track_sharpe and prev > 0.0 and math.isfinite(equity):
             self.returns.push(equity / prev - 1.0)
         self.equity = equity
         if equity > self.peak_equity:
@@ -157,9 +176,12 @@ class RiskMonitor:
     # --- views ---------------------------------------------------------------------------------
 
     def vol(self, symbol: str) -> float | None:
-        """The recent one-bar volatility (None while warming up): the sizing forecast."""
+        """The sizing forecast: one-bar volatility over `forecast_window` bars (None while
+        warming up, or when no window was asked for)."""
         st = self.symbols.get(symbol)
-        return None if st is None else st.recent.std()
+        if st is None or self.forecast_window is None:
+            return None
+        return (st.forecast or st.recent).std()
 
     def sharpe(self) -> float | None:
         """Annualized Sharpe of one-step equity returns over the window; None while short or

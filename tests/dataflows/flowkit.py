@@ -44,7 +44,16 @@ def batches(items: list[Any], size: int) -> TestingSource:
     return TestingSource([items[i : i + size] for i in range(0, len(items), size)])
 
 
-ACCOUNT_TYPES = ("Fill", "Order", "OrderDenied", "PositionSnapshot", "EquityPoint")
+ACCOUNT_TYPES = (
+    "Fill",
+    "Order",
+    "OrderDenied",
+    "OrderExpired",
+    "Liquidation",
+    "TradingStateChanged",
+    "PositionSnapshot",
+    "EquityPoint",
+)
 
 
 def streams(events: list[Any]) -> tuple[list[Any], list[Any]]:

@@ -35,6 +35,7 @@ VERBS = [
     ["runs", "list"],
     ["runs", "show"],
     ["demo"],
+    ["control"],
 ]
 
 

@@ -327,7 +327,8 @@ def test_a_missing_topic_names_the_flag_and_infra_up(kafka_bootstrap: str, tmp_p
         assert line.startswith(
             f"error: kafka: topic {topic} does not exist on {kafka_bootstrap}; check {flag} "
             "(cryptoflow infra up creates the project topics: md.trades.v1, md.bars.v1, "
-            "orders.v1, fills.v1, dlq.v1) (details: "
+            "orders.v1, fills.v1, dlq.v1, risk.denials.v1, risk.state.v1, control.commands.v1) "
+            "(details: "
         ), line
         _no_library_noise(proc)
 

@@ -1,5 +1,6 @@
 """The trading state machine: ACTIVE -> REDUCING -> HALTED on system-tier breaches and the kill
-switch, flattening every open position when configured."""
+switch, flattening every open position when configured; a black-swan REDUCING ends by itself
+when the volatility is back within k, a HALT never does."""
 
 from __future__ import annotations
 
@@ -131,3 +132,70 @@ def test_state_pickles_mid_run() -> None:
     clone = pickle.loads(pickle.dumps(s))
     assert clone.mode is Mode.REDUCING and clone.reason == s.reason
     assert clone.observe(_swan_ctx(equity=90_000.0)).events[0].new is Mode.HALTED
+
+
+def _vol_ctx(ratio: float, symbol: str = "SOLUSDT", **kw: Any) -> RiskContext:
+    """The book with `symbol`'s realized volatility at `ratio` x its normal level (0.25)."""
+    c = book_ctx(**kw)
+    m = dict(c.market)
+    m[symbol] = replace(m[symbol], realized_vol=0.25 * ratio, normal_vol=0.25)
+    return replace(c, market=m)
+
+
+def test_black_swan_reducing_ends_when_the_ratio_is_back_within_k() -> None:
+    s = TradingState()  # k = 3
+    t = s.observe(_vol_ctx(3.5))
+    assert [(e.old, e.new) for e in t.events] == [(Mode.ACTIVE, Mode.REDUCING)]
+    assert "3.50x normal exceeds 3x" in t.events[0].reason and s.swan
+    assert s.observe(_vol_ctx(3.0001)).events == ()  # still above k: still reducing
+    assert s.mode is Mode.REDUCING and s.reduce_only("BTCUSDT")
+    t = s.observe(_vol_ctx(3.0))  # back to k exactly: within the limit (ratio <= k passes)
+    assert t.events == (
+        TradingStateChanged(
+            T0, Mode.REDUCING, Mode.ACTIVE, "volatility back within the black-swan limit"
+        ),
+    )
+    assert t.exits == () and s.mode is Mode.ACTIVE and s.reason == "" and not s.swan
+    assert not s.reduce_only("BTCUSDT")
+    assert s.observe(_vol_ctx(1.0)).events == ()  # one event, not one per calm bar
+
+
+def test_black_swan_reducing_waits_for_every_symbol() -> None:
+    s = TradingState()
+    s.observe(_vol_ctx(4.0, "SOLUSDT"))
+    both = _vol_ctx(4.0, "ETHUSDT")  # SOL calm again, ETH now wild
+    assert s.observe(both).events == () and s.mode is Mode.REDUCING
+    assert [e.new for e in s.observe(_vol_ctx(1.0)).events] == [Mode.ACTIVE]
+
+
+def test_halted_never_ends_by_itself() -> None:
+    s = TradingState()
+    s.observe(book_ctx(equity=94_000.0))  # drawdown 6% > 5%
+    assert s.mode is Mode.HALTED
+    for ctx in (book_ctx(), _vol_ctx(1.0), book_ctx(equity=120_000.0, peak_equity=120_000.0)):
+        assert s.observe(ctx).events == ()
+    assert s.mode is Mode.HALTED
+    # a black swan configured to halt stays halted when the volatility calms
+    h = TradingState(black_swan_action=Mode.HALTED)
+    assert [e.new for e in h.observe(_vol_ctx(5.0)).events] == [Mode.HALTED]
+    assert h.observe(_vol_ctx(1.0)).events == () and h.mode is Mode.HALTED and not h.swan
+    # a swan REDUCING that a drawdown escalates to HALTED does not clear with the volatility
+    r = TradingState()
+    r.observe(_vol_ctx(5.0))
+    assert [e.new for e in r.observe(_vol_ctx(5.0, equity=90_000.0)).events] == [Mode.HALTED]
+    assert r.observe(_vol_ctx(1.0)).events == () and r.mode is Mode.HALTED
+
+
+def test_resume_clears_the_black_swan_flag() -> None:
+    s = TradingState()
+    s.observe(_vol_ctx(5.0))
+    t = s.resume(T0 + 1, "operator")
+    assert [(e.old, e.new, e.reason) for e in t.events] == [
+        (Mode.REDUCING, Mode.ACTIVE, "resume: operator")
+    ]
+    assert s.mode is Mode.ACTIVE and not s.swan
+    assert s.observe(_vol_ctx(1.0)).events == ()  # no second "back to active"
+    # a new swan after the resume reduces again, and clears again
+    assert [e.new for e in s.observe(_vol_ctx(5.0)).events] == [Mode.REDUCING]
+    assert [e.new for e in s.observe(_vol_ctx(2.0)).events] == [Mode.ACTIVE]
+    assert s.resume(T0 + 2, "noop").events == ()  # resuming an active account: nothing
