@@ -203,7 +203,11 @@ def test_engine_update_batch_equals_bar_by_bar(seed: int, two_symbols: bool) -> 
         rows, groups = eng.update_batch(bars[i:j])
         got += rows
         accepted = [(b, v) for b, v in rows if not isinstance(v, str)]
-        regrouped = [(b, v) for _, bs, cols in groups for b, v in zip(bs, zip(*cols, strict=False), strict=True)]
+        regrouped = [
+            (b, v)
+            for _, bs, cols in groups
+            for b, v in zip(bs, zip(*cols, strict=False), strict=True)
+        ]
         assert sorted(_bits([(b.symbol, b.ts_event, v) for b, v in regrouped])) == sorted(
             _bits([(b.symbol, b.ts_event, v) for b, v in accepted])
         )

@@ -527,7 +527,8 @@ def test_sma_cross_is_the_reference_profile(clean_env: Path) -> None:
 def test_risk_limits_profile(clean_env: Path) -> None:
     path = EXAMPLES / "risk_limits.toml"
     cfg = load_config(path)
-    assert cfg.risk == RiskConfig()  # every tier on at the documented defaults
+    # every tier on at the documented defaults, the order-notional cap sized to the 1M account
+    assert cfg.risk == RiskConfig(max_order_notional={"max_notional": 100_000.0})
     assert (cfg.portfolio.kind, cfg.portfolio.max_leverage, cfg.portfolio.maintenance_rate) == (
         "margin",
         5.0,
