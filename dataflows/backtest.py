@@ -145,10 +145,6 @@ def _replay_flow(
     cfg: Config, spec: BacktestSpec, run_id: str, src: Any, kind: Kind, source_name: str
 ) -> Dataflow:
     sinks = flow_sinks(cfg, run_id, _publish(spec))
-    if sinks.clickhouse is not None:
-        # A bounded replay's rows are read only after it ends: flush by size, at every epoch
-        # and at the end, not every `batch_seconds` (chDB pays ~10 ms per insert).
-        sinks.clickhouse.batch_seconds = float("inf")
     return build_flow(
         cfg,
         src,

@@ -25,10 +25,9 @@ from bytewax.inputs import Source
 from bytewax.outputs import Sink
 
 from dataflows.account_step import AccountLogic
-from dataflows.io.clickhouse import expand
 from dataflows.steps import BarsLogic, FeaturesLogic, SignalLogic
 from dataflows.trader import new_trader
-from infra.clickhouse import TABLE_BY_CLASS, TABLES
+from infra.clickhouse import TABLE_BY_CLASS
 from operators.account_trader import ACCOUNT, AccountTrader
 from operators.feature_engine import FeatureEngine
 from operators.features import FeatureSet, feature_set
@@ -36,7 +35,6 @@ from operators.plausibility import BAR_RULES, ORDER_ONLY, Rules
 from operators.strategy_sma_cross import SmaCross
 from operators.validation import LIMITS, Limits, TimeWindow, decode_batch, validate_batch
 from schemas.codec import DecodeError, decoder, encode
-from schemas.columns import Columns
 from schemas.config import Config
 from schemas.messages import (
     NS_PER_SECOND,
@@ -134,31 +132,11 @@ def _decoder(
 
 
 def _by_table(batch: list[Any]) -> list[tuple[str, list[Any]]]:
-    """An event batch -> [(table, [structs and Columns of it]), ...], each table's rows in
-    batch order. Grouped by type first: one dict lookup per message, one per type after."""
-    by_type: dict[type, list[Any]] = {}
+    tables: dict[str, list[Any]] = defaultdict(list)
     for m in batch:
-        group = by_type.get(type(m))
-        if group is None:
-            by_type[type(m)] = [m]
-        else:
-            group.append(m)
-    tables: dict[str, list[Any]] = {}
-    for cls, items in by_type.items():
-        if cls is Columns:
-            for c in items:
-                tables.setdefault(c.table, []).append(c)
-        elif (t := TABLE_BY_CLASS.get(cls)) is not None:
-            tables.setdefault(t.name, []).extend(items)
-    if Columns in by_type:  # a table fed both ways in one batch: keep the batch order
-        for name, items in tables.items():
-            if len({type(m) for m in items}) > 1:
-                tables[name] = [
-                    m
-                    for m in batch
-                    if (m.table if type(m) is Columns else None) == name
-                    or TABLE_BY_CLASS.get(type(m)) is TABLES[name]
-                ]
+        t = TABLE_BY_CLASS.get(type(m))
+        if t is not None:
+            tables[t.name].append(m)
     return list(tables.items())
 
 
@@ -232,8 +210,6 @@ def _route(kv: tuple[str, list[Any]]) -> list[tuple[str, list[Any]]]:
             sym = m[0].symbol
         elif t is FeatureRow:
             sym = m.symbol
-        elif t is Columns:  # one symbol's rows (FeaturesLogic emits one per symbol)
-            sym = m.columns["symbol"][0] if m.n else default
         elif t is DeadLetter:
             sym = m.key or default
         elif t is Metric and m.labels.startswith("symbol="):
@@ -387,9 +363,7 @@ def _outputs(events: Any, sinks: FlowSinks) -> None:
     if sinks.monitor is not None:
         op.output("monitor", events, sinks.monitor)
     if sinks.events is not None:
-        # Columns batches as the row structs they stand for, in their place: tests and
-        # in-process reports see messages, one item each.
-        op.output("events_out", op.flat_map("flatten_events", events, expand), sinks.events)
+        op.output("events_out", op.flatten("flatten_events", events), sinks.events)
 
 
 def build_feature_flow(

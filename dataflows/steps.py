@@ -5,19 +5,16 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
-from operator import attrgetter
 from typing import Any
 
-import numpy as np
 from bytewax.operators import StatefulLogic
 
 from dataflows.shutdown import stopping
 from operators.bars import BarBuilder
-from operators.feature_engine import FeatureEngine, Group, Out
+from operators.feature_engine import FeatureEngine, Out
 from operators.plausibility import Rules
 from operators.validation import dead_letter_for
-from schemas.columns import Columns
-from schemas.messages import Bar, Metric, Trade
+from schemas.messages import Bar, FeatureRow, Metric, Trade
 
 # What flows between steps: one list per item, keyed by symbol.
 Batch = list[Any]
@@ -90,9 +87,7 @@ class BarsLogic(_Shim):
 
 
 class FeaturesLogic(_Shim):
-    """Bars of one symbol group -> [(bar, values), ..., DeadLetter | Metric ..., Columns]: with
-    `store`, the batch's feature rows as one `Columns` per symbol (table `features`; the same
-    rows as one `FeatureRow` per bar, without making them).
+    """Bars of one symbol group -> [(bar, values), ... , FeatureRow | DeadLetter | Metric ...].
 
     The group is one symbol, or all symbols when the feature set has pair features (the engine
     aligns them by open time; see operators/feature_engine.py)."""
@@ -104,34 +99,25 @@ class FeaturesLogic(_Shim):
         self.store = store
         self.state: FeatureEngine | None = resume
 
-    def _emit(
-        self, rows: list[Out], groups: list[Group], out: Batch, counts: dict[str, int]
-    ) -> None:
+    def _emit(self, rows: list[Out], out: Batch, counts: dict[str, int]) -> None:
         """`counts`: the engine's reject counters before the update (dead-letter numbers)."""
-        st = self.state
-        assert st is not None
-        if counts == st.rejected:  # nothing rejected: every item a (bar, values) row
-            out += rows
-        else:
-            for bar, v in rows:
-                if type(v) is str:
-                    n = counts[bar.symbol] = counts.get(bar.symbol, 0) + 1
-                    out.append(dead_letter_for(bar, "features", v, f"features:{bar.symbol}:{n}"))
-                else:
-                    out.append((bar, v))
-        if self.store:  # one Columns of feature rows per symbol, after the batch's rows
-            fs = st.template
-            out += [
-                feature_columns(sym, bars, cols, fs.name, fs.version) for sym, bars, cols in groups
-            ]
+        fs = self.state.template  # type: ignore[union-attr]
+        name, version, store = fs.name, fs.version, self.store
+        for bar, v in rows:
+            if type(v) is str:
+                n = counts[bar.symbol] = counts.get(bar.symbol, 0) + 1
+                out.append(dead_letter_for(bar, "features", v, f"features:{bar.symbol}:{n}"))
+                continue
+            out.append((bar, v))
+            if store:  # right after its row: the event order never depends on batching
+                out.append(FeatureRow(bar.symbol, bar.ts_event, bar.ts_init, name, version, v))
 
     def on_item(self, value: list[Any]) -> tuple[list[Batch], bool]:
         if self.state is None:
             self.state = self.factory()
         out: Batch = [m for m in value if type(m) is not Bar]  # dead letters, metrics
         counts = dict(self.state.rejected)
-        rows, groups = self.state.update_batch([m for m in value if type(m) is Bar])
-        self._emit(rows, groups, out, counts)
+        self._emit(self.state.update([m for m in value if type(m) is Bar]), out, counts)
         return ([out] if out else []), self.RETAIN
 
     def on_eof(self) -> tuple[list[Batch], bool]:
@@ -141,31 +127,8 @@ class FeaturesLogic(_Shim):
             return [], self.RETAIN
         out: Batch = []
         counts = dict(self.state.rejected)
-        self._emit(*self.state.flush_batch(), out, counts)
+        self._emit(self.state.flush(), out, counts)
         return ([out] if out else []), self.RETAIN
-
-
-def feature_columns(
-    symbol: str, bars: list[Bar], cols: list[list[float]], name: str, version: str
-) -> Columns:
-    """The `features` rows of one symbol's bars (values: an (n, k) float64 array, columns in
-    the set's order): the same rows as one `FeatureRow` per bar."""
-    n = len(bars)
-    return Columns(
-        "features",
-        {
-            "symbol": [symbol] * n,
-            "ts_event": list(map(_TS_EVENT, bars)),
-            "ts_init": list(map(_TS_INIT, bars)),
-            "feature_set": [name] * n,
-            "version": [version] * n,
-            "values": np.array(cols, dtype=np.float64).T,
-        },
-        n,
-    )
-
-
-_TS_EVENT, _TS_INIT = attrgetter("ts_event"), attrgetter("ts_init")
 
 
 class SignalLogic(_Shim):
@@ -179,20 +142,17 @@ class SignalLogic(_Shim):
 
     def on_item(self, value: Batch) -> tuple[list[Batch], bool]:
         out: Batch = []
-        append = out.append
         st = self.state
-        update = None if st is None else st.update
         for item in value:
             if type(item) is not tuple:
-                append(item)
+                out.append(item)
                 continue
             bar = item[0]
-            if update is None:
+            if st is None:
                 st = self.state = self.new_strategy(bar.symbol)
-                update = st.update
-            sig = update(bar)
-            append(bar)
+            sig = st.update(bar)
+            out.append(bar)
             if sig is not None:
-                append(sig)
-            append((bar, sig))
+                out.append(sig)
+            out.append((bar, sig))
         return ([out] if out else []), self.RETAIN

@@ -23,12 +23,10 @@ import types
 import typing
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from itertools import chain
 from operator import attrgetter
 from typing import Any, Literal
 
 import msgspec
-import numpy as np
 import pyarrow as pa
 from clickhouse_connect.driver.client import Client
 
@@ -43,7 +41,6 @@ from infra.clickhouse_client import (  # re-exported: callers import them from h
     fault_for,
     set_retry_defaults,
 )
-from schemas.columns import Columns, as_list, misfit
 from schemas.messages import (
     Bar,
     DeadLetter,
@@ -275,124 +272,42 @@ def columns_for(
     return [n for n, _ in layout], columns
 
 
-# Arrow arrays are built from numpy buffers, never with `pa.array`: its first call imports pandas
-# (~0.4 s of every command), and it is slow on lists of one repeated str.
-_FIXED: dict[str, tuple[Any, Any]] = {
-    "Int64": (np.int64, pa.int64()),
-    "Float64": (np.float64, pa.float64()),
-    DATETIME: (np.int64, pa.timestamp("ns", tz="UTC")),  # int ns: the same bits
+_ARROW_TYPES: dict[str, Any] = {
+    "Int64": pa.int64(),
+    "Float64": pa.float64(),
+    "Bool": pa.bool_(),
+    "String": pa.string(),
+    "LowCardinality(String)": pa.string(),
 }
-_STRINGS = ("String", "LowCardinality(String)")
 
 
-def _block(t: Table, items: Sequence[Any]) -> list[Any]:
-    """The columns (field order, no run_id) of structs and `Columns` of table `t`, rows in
-    order: each column one list, or one numpy array when every piece of it is one."""
-    getters = _getters(t)
-    if Columns not in set(map(type, items)):  # structs only: one pass per field
-        return [list(map(g, items)) for g in getters]
-    fields = msgspec.structs.fields(t.message_cls)
-    pieces: list[list[Any]] = [[] for _ in fields]
-    start = 0
-    for i, item in enumerate([*items, None]):
-        if item is not None and type(item) is not Columns:
-            continue
-        if i > start:  # a run of structs
-            run = items[start:i]
-            for piece, g in zip(pieces, getters, strict=True):
-                piece.append(list(map(g, run)))
-        start = i + 1
-        if item is not None:  # a field left out: its default (checked in BatchWriter.add)
-            for piece, f in zip(pieces, fields, strict=True):
-                piece.append(item.column(f))
-    return [_concat(p) for p in pieces]
+def arrow_for(table: Table | str, structs: Sequence[msgspec.Struct], run_id: str = "") -> Any:
+    """A pyarrow Table for `client.insert_arrow`, or None if a column type has no mapping.
 
-
-def _concat(pieces: list[Any]) -> Any:
-    if len(pieces) == 1:
-        return pieces[0]
-    if all(isinstance(p, np.ndarray) for p in pieces):
-        return np.concatenate(pieces)
-    return list(chain.from_iterable(as_list(p) for p in pieces))
-
-
-def _fixed(col: Any, dtype: Any, typ: Any) -> Any:
-    arr = np.ascontiguousarray(col, dtype)  # a too big int raises OverflowError, as it should
-    return pa.Array.from_buffers(typ, len(arr), [None, pa.py_buffer(arr)])
-
-
-def _utf8(values: list[str]) -> Any:
-    data = [v.encode() for v in values]
-    offsets = np.zeros(len(data) + 1, np.int64)
-    np.cumsum(np.fromiter(map(len, data), np.int64, len(data)), out=offsets[1:])
-    typ, otype = (pa.string(), np.int32) if offsets[-1] < 2**31 else (pa.large_string(), np.int64)
-    buffers = [None, pa.py_buffer(offsets.astype(otype)), pa.py_buffer(b"".join(data))]
-    return pa.Array.from_buffers(typ, len(data), buffers)
-
-
-def _strings(col: Any, dictionary: bool) -> Any:
-    """Strings; for LowCardinality columns dictionary-encoded (a third cheaper to insert)."""
-    values = as_list(col)
-    if not dictionary:
-        return _utf8(values)
-    if values and values.count(values[0]) == len(values):  # one value: no hashing per row
-        codes, uniq = np.zeros(len(values), np.int32), values[:1]
-    else:
-        index: dict[str, int] = {}
-        codes = np.array([index.setdefault(v, len(index)) for v in values], np.int32)
-        uniq = list(index)
-    return pa.DictionaryArray.from_arrays(_fixed(codes, np.int32, pa.int32()), _utf8(uniq))
-
-
-def _arrow_column(typ: str, col: Any) -> Any:
-    """One column as an Arrow array of the ClickHouse type `typ`, or None (no mapping)."""
-    if typ in _FIXED:
-        return _fixed(col, *_FIXED[typ])
-    if typ in _STRINGS:
-        return _strings(col, typ != "String")
-    if typ == "Bool":
-        bits = np.packbits(np.asarray(col, np.bool_), bitorder="little")
-        return pa.Array.from_buffers(pa.bool_(), len(col), [None, pa.py_buffer(bits)])
-    if typ.startswith("Array("):
-        if isinstance(col, np.ndarray) and col.ndim == 2:  # (n, k): one flat array + offsets
-            n, k = col.shape
-            offsets, flat = np.arange(0, n * k + 1, k), col.reshape(-1)
-        else:
-            rows = as_list(col)
-            offsets = np.zeros(len(rows) + 1, np.int64)
-            np.cumsum(np.fromiter(map(len, rows), np.int64, len(rows)), out=offsets[1:])
-            flat = list(chain.from_iterable(rows))
-        values = _arrow_column(typ[6:-1], flat)
-        if values is None or offsets[-1] >= 2**31:
-            return None
-        return pa.ListArray.from_arrays(_fixed(offsets, np.int32, pa.int32()), values)
-    return None
-
-
-def _arrow_block(t: Table, items: Sequence[Any], run_id: str) -> Any:
-    """A pyarrow Table of the rows of `items` for `client.insert_arrow`, or None if a column
-    type has no Arrow mapping (Nullable, ...). Arrow is converted to columns in C++ by
-    ClickHouse itself; the Native path serializes in Python."""
-    layout, own = _layout(t)
-    columns = _block(t, items)
+    Arrow is converted to columns in C++ by ClickHouse itself; the Native path serializes in
+    Python (LowCardinality dictionaries especially), ~30% slower on chDB for bars.
+    """
+    t = _table(table)
+    layout, _ = _layout(t)
+    names, columns = columns_for(t, structs, run_id)
     arrays = []
-    if not own:
-        n = len(columns[0]) if columns else 0
-        arrays.append(_strings([run_id] * n, True))
-    for (_, typ), col in zip(layout[0 if own else 1 :], columns, strict=True):
-        arr = _arrow_column(typ, col)
-        if arr is None:
+    for (_, typ), col in zip(layout, columns, strict=True):
+        if typ == DATETIME:  # int ns since the epoch: same bits as timestamp[ns, UTC]
+            arrays.append(pa.array(col, pa.int64()).view(pa.timestamp("ns", tz="UTC")))
+        elif typ in _ARROW_TYPES:
+            arrays.append(pa.array(col, _ARROW_TYPES[typ]))
+        elif typ.startswith("Array(") and typ[6:-1] in _ARROW_TYPES:
+            arrays.append(pa.array(col, pa.list_(_ARROW_TYPES[typ[6:-1]])))
+        else:
             return None
-        arrays.append(arr)
-    return pa.Table.from_arrays(arrays, names=[n for n, _ in layout])
+    return pa.Table.from_arrays(arrays, names=names)
 
 
 # --------------------------------------------------------------------------- writer
 
 
 class BatchWriter:
-    """Buffers structs (and `Columns` batches) per table and inserts them in verified batches,
-    one columnar insert per table and flush.
+    """Buffers structs per table and inserts them in verified batches.
 
     A table is flushed when it holds >= `batch_rows` rows or its oldest buffered row is
     >= `batch_seconds` old; both are checked (for every table) on each `add`. Call `flush()`
@@ -431,37 +346,33 @@ class BatchWriter:
         self._clock = clock
         self._retry = _retry(retries, retry_backoff_s)
         self._sleep = sleep
-        self._buffers: dict[str, list[Any]] = {}  # structs and Columns, in arrival order
-        self._rows: dict[str, int] = {}  # rows buffered per table
+        self._buffers: dict[str, list[msgspec.Struct]] = {}
         self._oldest: dict[str, float] = {}  # table -> clock() when its buffer became non-empty
         self.written: dict[str, int] = {}  # rows confirmed written, per table
         self.inserts = 0  # number of insert statements issued
 
-    def add(self, table_name: str, structs: Any) -> None:
-        """Buffer a struct, a `Columns` batch, or an iterable of them, all of `table_name`."""
+    def add(self, table_name: str, structs: msgspec.Struct | Iterable[msgspec.Struct]) -> None:
         table = _table(table_name)
         buf = self._buffers.setdefault(table.name, [])
         before = len(buf)
-        if isinstance(structs, msgspec.Struct | Columns):
+        if isinstance(structs, msgspec.Struct):
             buf.append(structs)
         else:
             buf.extend(structs)
         if len(buf) > before:
-            cls, new = table.message_cls, buf[before:]
-            rows = len(new)
-            if set(map(type, new)) != {cls}:  # Columns (or a wrong class)
-                problem = next(filter(None, (misfit(s, table.name, cls) for s in new)), None)
-                if problem is not None:
-                    del buf[before:]
-                    raise ClickHouseError(problem)
-                rows = sum(s.n if type(s) is Columns else 1 for s in new)
-            self._rows[table.name] = self._rows.get(table.name, 0) + rows
+            cls = table.message_cls
+            bad = next((s for s in buf[before:] if type(s) is not cls), None)
+            if bad is not None:
+                del buf[before:]
+                raise ClickHouseError(
+                    f"table {table.name!r} takes {cls.__name__}, got {type(bad).__name__}"
+                )
             self._oldest.setdefault(table.name, self._clock())
         self.flush_due()
 
     def pending(self) -> dict[str, int]:
         """Buffered (not yet inserted) rows per table."""
-        return {name: self._rows[name] for name, buf in self._buffers.items() if buf}
+        return {name: len(buf) for name, buf in self._buffers.items() if buf}
 
     def flush_due(self) -> int:
         """Flush the tables past a threshold; returns rows written."""
@@ -470,10 +381,7 @@ class BatchWriter:
             name
             for name, buf in self._buffers.items()
             if buf
-            and (
-                self._rows[name] >= self.batch_rows
-                or now - self._oldest[name] >= self.batch_seconds
-            )
+            and (len(buf) >= self.batch_rows or now - self._oldest[name] >= self.batch_seconds)
         ]
         return sum(self._flush_table(name) for name in due)
 
@@ -499,40 +407,28 @@ class BatchWriter:
                 log.warning("%s; retrying in %.1f s", err, delays[attempt])
                 self._sleep(delays[attempt])
         buf.clear()
-        self._rows[name] = 0
         self._oldest.pop(name, None)
         self.written[name] = self.written.get(name, 0) + n
         return n
 
-    def _insert(self, name: str, buf: list[Any]) -> int:
-        """One insert of the whole buffer; raises ClickHouseWriteError (the buffer is kept).
-
-        `optimize_on_insert=0`: the part is not collapsed by key as it is written (a third of
-        the insert's time). Rows of one key inside one insert occur only when an epoch is
-        replayed; FINAL (and background merges) still keep the last of them, as before."""
+    def _insert(self, name: str, buf: list[msgspec.Struct]) -> int:
+        """One insert of the whole buffer; raises ClickHouseWriteError (the buffer is kept)."""
         table = TABLES[name]
-        n = self._rows[name]
-        settings = {"optimize_on_insert": 0}
+        n = len(buf)
         try:
-            arrow = _arrow_block(table, buf, self.run_id)
+            arrow = arrow_for(table, buf, self.run_id)
             if arrow is not None:
-                summary = self.client.insert_arrow(
-                    name, arrow, database=self.database, settings=settings
-                )
+                summary = self.client.insert_arrow(name, arrow, database=self.database)
             else:
-                layout, own = _layout(table)
-                columns = [as_list(c) for c in _block(table, buf)]
-                if not own:
-                    columns.insert(0, [self.run_id] * n)
+                column_names, columns = columns_for(table, buf, self.run_id)
                 # Passing the types skips clickhouse-connect's DESCRIBE round trip per insert.
                 summary = self.client.insert(
                     name,
                     columns,
-                    column_names=[c for c, _ in layout],
+                    column_names=column_names,
                     database=self.database,
-                    column_type_names=[typ for _, typ in layout],
+                    column_type_names=[typ for _, typ in _layout(table)[0]],
                     column_oriented=True,
-                    settings=settings,
                 )
         except Exception as ex:  # rows stay buffered: a retry re-sends them (idempotent tables)
             raise ClickHouseWriteError(

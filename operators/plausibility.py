@@ -27,9 +27,8 @@ Pure and picklable: no clock, no I/O; the same input gives the same output howev
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 from schemas.messages import NS_PER_SECOND, Bar, Trade
 
@@ -240,62 +239,6 @@ class Plausibility(Generic[M]):
                 self.watermark = ts
             return None
         return self._judge(m, ts, lo, hi, ref)
-
-    def check_bars(self, bars: Sequence[Bar]) -> list[Verdict[Bar]] | None:
-        """`check` over a batch of bars: None when every bar was accepted as it is (the
-        common case), else every bar's verdict in release order (accepted: (bar, None)).
-        The same state and verdicts as `check` bar by bar; `check`'s fast path runs here in
-        one loop over locals, and the first bar off it hands the rest to `check`."""
-        wm, held, ordered = self.watermark, self.held, self.ordered
-        ahead, k, floor = self.hold_ahead_ns, self.move_k, self.move_floor
-        ref_price, scale, band, eb = self.ref_price, self.scale, self._band, self._eb
-        lo_lim, hi_lim = self._lo_lim, self._hi_lim
-        i = 0
-        for bar in bars:
-            ts, lo, hi, ref = bar.ts_event, bar.low, bar.high, bar.close
-            if not (
-                wm >= 0
-                and not held
-                and ts - wm <= ahead
-                and lo_lim <= lo
-                and hi <= hi_lim
-                and (ts > wm or not ordered)
-            ):
-                break
-            act = _log(hi / lo) if hi != lo else 0.0  # as in `check`, line by line
-            if ref != ref_price:
-                d = _log(ref / ref_price)
-                if d < 0.0:
-                    d = -d
-                if d > act:
-                    act = d
-            scale += ALPHA * (act - scale)
-            b = k * scale
-            if b > floor or band != floor:
-                band = b = max(b, floor)
-                eb = _exp(b)
-            ref_price = ref
-            hi_lim = ref * eb
-            lo_lim = ref / eb
-            if ts > wm:
-                wm = ts
-            i += 1
-        self.watermark, self.ref_price, self.scale, self._band, self._eb = (
-            wm,
-            ref_price,
-            scale,
-            band,
-            eb,
-        )
-        self._lo_lim, self._hi_lim = lo_lim, hi_lim
-        if i == len(bars):
-            return None
-        out: list[Verdict[Bar]] = [(b_, None) for b_ in bars[:i]]
-        check: Any = self.check  # a guard of bars: M is Bar
-        for bar in bars[i:]:
-            verdicts = check(bar)
-            out += [(bar, None)] if verdicts is None else verdicts
-        return out
 
     def _judge(self, m: M, ts: int, lo: float, hi: float, ref: float) -> list[Verdict[M]] | None:
         wm = self.watermark

@@ -13,10 +13,6 @@ just the values. So the value must say which table it goes to. Two ways:
 - `clickhouse_output("ch", stream, sink)` with the same items: the table name is kept in the
   value, so it is authoritative (use this if a class is ever stored in several tables).
 
-A list may also hold `schemas.columns.Columns` batches (many rows of one table, column by
-column, e.g. a batch's feature rows): they are inserted as columns, never turned into structs.
-`expand` turns them into structs for consumers that want messages (the flow's `events` sink).
-
 Delivery: the partition flushes all buffers in `snapshot()` (end of every epoch) and in
 `close()`, so rows of a committed epoch are in ClickHouse before recovery could skip past them.
 Tables are idempotent on replay (ReplacingMergeTree by natural key), so at-least-once is enough.
@@ -40,7 +36,6 @@ from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 from infra import faults
 from infra.clickhouse import (
     TABLE_BY_CLASS,
-    TABLES,
     BatchWriter,
     ClickHouseError,
     connect,
@@ -48,27 +43,11 @@ from infra.clickhouse import (
     fault_for,
 )
 from infra.faults import Fault
-from schemas.columns import Columns
 
 PART = "clickhouse"
 
 
-def expand(batch: list[Any]) -> list[Any]:
-    """`batch` with each `Columns` replaced, in place, by the structs of its rows."""
-    if not any(type(m) is Columns for m in batch):
-        return batch
-    out: list[Any] = []
-    for m in batch:
-        if type(m) is Columns:
-            out += m.rows(TABLES[m.table].message_cls)
-        else:
-            out.append(m)
-    return out
-
-
-def _table_of(struct: msgspec.Struct | Columns) -> str:
-    if type(struct) is Columns:
-        return struct.table
+def _table_of(struct: msgspec.Struct) -> str:
     table = TABLE_BY_CLASS.get(type(struct))
     if table is None:
         raise ClickHouseError(f"no ClickHouse table stores {type(struct).__name__}")
@@ -104,9 +83,9 @@ class _ClickHousePartition(StatefulSinkPartition[Any, None]):
             if isinstance(value, tuple):  # (table_name, struct | [structs]) from clickhouse_output
                 table, payload = value
                 add(table, payload)
-            elif isinstance(value, msgspec.Struct | Columns):
+            elif isinstance(value, msgspec.Struct):
                 add(_table_of(value), value)
-            elif value:  # a non-empty list of one table's structs (and Columns)
+            elif value:  # a non-empty list of structs, all of the first one's class
                 add(_table_of(value[0]), value)
         # add() checks the size/age thresholds; this also catches a table that got no rows now.
         self.writer.flush_due()

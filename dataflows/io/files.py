@@ -9,7 +9,6 @@ optionally venue and local_ts (recorder clock: used as ts_init, when we saw the 
 from __future__ import annotations
 
 from datetime import datetime
-from itertools import starmap
 from pathlib import Path
 from typing import Any, Literal
 
@@ -129,7 +128,7 @@ def to_messages(df: pl.DataFrame, kind: Kind) -> list[Any]:
     if kind == "bars":
         cols = [df[c].to_list() for c in ("symbol", "ts_event", "ts_init")]
         cols += [df[c].to_list() for c in ("open", "high", "low", "close", "volume")]
-        return list(starmap(Bar, zip(*cols, strict=True)))
+        return [Bar(*row) for row in zip(*cols, strict=True)]
     sym, ts, ts_init, tid = (df[c].to_list() for c in ("symbol", "ts_event", "ts_init", "trade_id"))
     price, qty, bm = (df[c].to_list() for c in ("price", "qty", "is_buyer_maker"))
     return [

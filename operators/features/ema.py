@@ -3,9 +3,6 @@ convention, so the stream equals talib.EMA at every bar)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from operator import attrgetter
-
 from operators.features.base import FIELDS, NAN, spec_name
 from schemas.messages import Bar
 
@@ -38,21 +35,3 @@ class EMA:
         else:
             self.value = (x - self.value) * self.k + self.value
         return self.value
-
-    def update_many(self, bars: Sequence[Bar]) -> list[float]:
-        """`[self.update(b) for b in bars]`, the same values and state, in one local loop."""
-        n, k = self.n, self.k
-        count, seed, value = self._count, self._seed, self.value
-        out: list[float] = []
-        append = out.append
-        for x in map(attrgetter(self.field), bars):
-            count += 1
-            if count > n:
-                value = (x - value) * k + value
-            elif count < n:
-                seed += x
-            else:
-                value = (seed + x) / n
-            append(value)
-        self._count, self._seed, self.value = count, seed, value
-        return out

@@ -82,28 +82,6 @@ class FeatureSet:
         self.__dict__.update(state)
         self.update = _compile(self.specs, self.features)
 
-    def update_columns(self, bars: Sequence[Bar]) -> list[list[float]]:
-        """The values of `bars` (one symbol, in order) column by column, in `columns` order:
-        exactly what `update` gives bar by bar, and the same state after. Each feature runs
-        over the whole batch at once (`update_many` where the family has one: one local loop
-        or a few C-level passes instead of a call per bar). Not for sets with pair features,
-        which need the reference bars aligned per bar (`update(bar, refs)`)."""
-        if self.refs:
-            raise ValueError(f"feature set {self.name!r} has pair features: update per bar")
-        if not bars:
-            return [[] for _ in self.columns]
-        out: list[list[float]] = []
-        for spec, feat in zip(self.specs, self.features, strict=True):
-            many = getattr(feat, "update_many", None)
-            values = many(bars) if many is not None else list(map(feat.update, bars))
-            idx = output_columns(spec, feat)[0]
-            if len(feat.columns) == 1:
-                out.append(values)
-            else:
-                parts = list(zip(*values, strict=True))
-                out += [list(parts[i]) for i in idx]
-        return out
-
     @property
     def names(self) -> list[str]:
         return self.columns

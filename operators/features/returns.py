@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Sequence
-from operator import attrgetter, truediv
 
 from operators.features.base import NAN, spec_name
 from schemas.messages import Bar
@@ -29,19 +27,3 @@ class LogReturn:
         if len(self._closes) == self.k + 1:
             self.value = math.log(self._closes[-1] / self._closes[0])
         return self.value
-
-    def update_many(self, bars: Sequence[Bar]) -> list[float]:
-        """`[self.update(b) for b in bars]`, the same values and state, in C-level passes."""
-        k = self.k
-        seq = [*self._closes, *map(_close, bars)]
-        first = len(self._closes)  # index in seq of the batch's first close
-        cut = min(max(k - first, 0), len(bars))  # bars before the window first fills
-        out = [self.value] * cut
-        out += map(math.log, map(truediv, seq[first + cut :], seq[first + cut - k :]))
-        self._closes.extend(seq[first:])  # maxlen keeps the last k + 1
-        if out:
-            self.value = out[-1]
-        return out
-
-
-_close = attrgetter("close")

@@ -3,9 +3,6 @@ gains/losses (TA-Lib's RSI with unstable period 0: first value at the (n+1)-th c
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from operator import attrgetter
-
 from operators.features.base import NAN, spec_name
 from schemas.messages import Bar
 
@@ -49,54 +46,3 @@ class RSI:
         total = self._gain + self._loss
         self.value = 100.0 * self._gain / total if total != 0.0 else 0.0
         return self.value
-
-    def update_many(self, bars: Sequence[Bar]) -> list[float]:
-        """`[self.update(b) for b in bars]`, the same values and state, in local loops: the
-        warm-up as `update` does it, then the steady state with the branches folded
-        ((x * m + 0.0) / n is x * m / n for the sums here, which are never negative)."""
-        n, m = self.n, self.n - 1
-        prev, count, g, lo, value = self._prev, self._count, self._gain, self._loss, self.value
-        prices = list(map(attrgetter("close"), bars))
-        out: list[float] = []
-        append = out.append
-        i = 0
-        while i < len(prices) and (prev is None or count < n):
-            price = prices[i]
-            i += 1
-            if prev is None:
-                prev = price
-                append(value)
-                continue
-            diff = price - prev
-            prev = price
-            gain = diff if diff > 0 else 0.0
-            loss = -diff if diff < 0 else 0.0
-            count += 1
-            if count < n:
-                g += gain
-                lo += loss
-            else:
-                g = (g + gain) / n
-                lo = (lo + loss) / n
-                total = g + lo
-                value = 100.0 * g / total if total != 0.0 else 0.0
-            append(value)
-        for price in prices[i:]:
-            diff = price - prev
-            prev = price
-            if diff > 0:
-                g = (g * m + diff) / n
-                lo = lo * m / n
-            elif diff < 0:
-                g = g * m / n
-                lo = (lo * m - diff) / n
-            else:
-                g = g * m / n
-                lo = lo * m / n
-            total = g + lo
-            append(100.0 * g / total if total != 0.0 else 0.0)
-        count += len(prices) - i
-        if out:
-            value = out[-1]
-        self._prev, self._count, self._gain, self._loss, self.value = prev, count, g, lo, value
-        return out

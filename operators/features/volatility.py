@@ -11,9 +11,6 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Sequence
-from itertools import accumulate, repeat
-from operator import attrgetter, mul, sub, truediv
 
 from operators.features.base import NAN, spec_name
 from schemas.messages import Bar
@@ -59,37 +56,3 @@ class RealizedVol:
             # exact integer numerator (>= 0 by Cauchy-Schwarz), one correctly rounded division
             self.value = math.sqrt((w * s2 - s * s) / self._den)
         return self.value
-
-    def update_many(self, bars: Sequence[Bar]) -> list[float]:
-        """`[self.update(b) for b in bars]`, the same values and state: the window sums are
-        differences of exact integer prefix sums."""
-        closes = list(map(attrgetter("close"), bars))
-        if not closes:
-            return []
-        out: list[float] = []
-        if self._prev is None:  # the very first bar: no return yet
-            out.append(self.value)
-            prevs = closes[:-1]
-            new = closes[1:]
-        else:
-            prevs = [self._prev, *closes[:-1]]
-            new = closes
-        self._prev = closes[-1]
-        rets = map(round, map(mul, map(math.log, map(truediv, new, prevs)), repeat(_TWO_K)))
-        w, window = self.w, self._rets
-        seq = [*window, *rets]
-        first = len(window)
-        cut = min(max(w - 1 - first, 0), len(seq) - first)  # returns before the window fills
-        s1 = [0, *accumulate(seq)]
-        s2 = [0, *accumulate(map(mul, seq, seq))]
-        out += [self.value] * cut
-        lo = first + cut + 1  # s1[i] - s1[i - w]: the window ending at seq[i - 1], i >= lo
-        s = list(map(sub, s1[lo:], s1[lo - w :]))
-        sq = map(mul, map(sub, s2[lo:], s2[lo - w :]), repeat(w))
-        out += map(math.sqrt, map(truediv, map(sub, sq, map(mul, s, s)), repeat(self._den)))
-        window.clear()  # the last w returns of seq (fewer while filling)
-        window.extend(seq[max(len(seq) - w, 0) :])
-        kept = len(seq) - len(window)
-        self._sum, self._sumsq = s1[-1] - s1[kept], s2[-1] - s2[kept]
-        self.value = out[-1]
-        return out
