@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -30,6 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 SHARED = ROOT.parent / "shared" / "data" / "bars_1m"
 
+from bench.replay_throughput import run_cli  # noqa: E402
 from dataflows.trader import new_trader  # noqa: E402
 from operators.strategy_sma_cross import SmaCross  # noqa: E402
 from schemas.config import Config, load_config  # noqa: E402
@@ -67,17 +67,10 @@ def time_trader(cfg: Config, pairs: list, batch: int = 1_000) -> tuple[float, in
     return time.perf_counter() - t0, n_out
 
 
-def run_cli(config: str, path: Path, env: dict[str, str]) -> float:
-    t0 = time.perf_counter()
-    cmd = [sys.executable, "-m", "dataflows.cli", "backtest", "--source", f"file:{path}"]
-    subprocess.run(
-        [*cmd, "--config", config, "--no-progress"],
-        cwd=ROOT,
-        env=env,
-        check=True,
-        stdout=subprocess.DEVNULL,
+def run_backtest(config: str, path: Path, env: dict[str, str]) -> float:
+    return run_cli(
+        ["backtest", "--source", f"file:{path}", "--config", config, "--no-progress"], env
     )
-    return time.perf_counter() - t0
 
 
 def main() -> None:
@@ -114,7 +107,7 @@ def main() -> None:
         env.pop("CLICKHOUSE_DSN", None)
         print("whole backtest command:")
         for config in ("examples/sma_cross.toml", "examples/risk_limits.toml"):
-            dt = run_cli(config, path, env)
+            dt = run_backtest(config, path, env)
             print(f"  {config:28s} {dt:6.2f} s  ({n / dt:,.0f} bars/s)")
 
 

@@ -33,7 +33,14 @@ from operators.feature_engine import FeatureEngine
 from operators.features import FeatureSet, feature_set
 from operators.plausibility import BAR_RULES, ORDER_ONLY, Rules
 from operators.strategy_sma_cross import SmaCross
-from operators.validation import LIMITS, Limits, TimeWindow, decode_batch, validate_batch
+from operators.validation import (
+    LIMITS,
+    Limits,
+    TimeWindow,
+    decode_batch,
+    payload_text,
+    validate_batch,
+)
 from schemas.codec import DecodeError, decoder, encode
 from schemas.config import Config
 from schemas.messages import (
@@ -277,7 +284,7 @@ def _commands(batch: list[Any]) -> tuple[str, list[Any]] | None:
                     ts_init=m.timestamp_ms * 1_000_000,
                     source=CONTROL.name,
                     reason=f"bad command: {exc}",
-                    payload=bytes(m.value or b"").decode("utf-8", "replace"),
+                    payload=payload_text(m.value or b""),
                     key=m.key or "",
                     origin=f"{CONTROL.name}/{m.partition}/{off}",
                 )

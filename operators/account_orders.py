@@ -18,8 +18,8 @@ from collections.abc import Mapping
 
 from operators.account import DUST_REL
 from operators.execution_sim import ExecutionSim
-from operators.risk.context import RiskContext
-from schemas.codec import encode
+from operators.risk.context import RiskContext, exposure
+from operators.validation import dead_letter_for
 from schemas.messages import DeadLetter, Order, OrderFilled, SubmitOrder
 
 
@@ -55,13 +55,9 @@ def with_working(ctx: RiskContext, working: Mapping[str, float]) -> RiskContext:
             pos.pop(sym, None)
         else:
             pos[sym] = q
-    gross = net = 0.0
-    for sym, q in pos.items():
-        m = ctx.marks.get(sym, math.nan)
-        gross += abs(q * m)
-        net += q * m
+    gross, net, n_open = exposure(pos, ctx.marks)
     return dataclasses.replace(
-        ctx, positions=pos, gross_exposure=gross, net_exposure=net, open_positions=len(pos)
+        ctx, positions=pos, gross_exposure=gross, net_exposure=net, open_positions=n_open
     )
 
 
@@ -85,12 +81,4 @@ def order_event(cmd: SubmitOrder, cause: str) -> Order:
 
 def dead_fill(ev: OrderFilled, reason: str) -> DeadLetter:
     """A fill the account refused (a bug upstream), kept instead of stopping the flow."""
-    return DeadLetter(
-        ts_init=ev.ts_init,
-        source="account",
-        reason=f"fill not booked: {reason}",
-        payload=encode(ev).decode(),
-        key=ev.symbol,
-        ts_event=ev.ts_event,
-        origin=f"account:{ev.fill_id}",
-    )
+    return dead_letter_for(ev, "account", f"fill not booked: {reason}", f"account:{ev.fill_id}")

@@ -34,6 +34,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import msgspec
 
@@ -56,7 +57,6 @@ from schemas.messages import (
     DeadLetter,
     FlattenPositions,
     HaltTrading,
-    OrderDenied,
     OrderExpired,
     OrderFilled,
     ResumeTrading,
@@ -524,19 +524,8 @@ class AccountTrader:
                 denial = Denial("account", problem, notional, self.account.equity)
         if denial is not None:
             out.append(
-                OrderDenied(
-                    intent_id=oid,
-                    symbol=sym,
-                    ts_event=ts,
-                    ts_init=ts_init,
-                    rule=denial.rule,
-                    reason=denial.reason,
-                    value=_num(denial.value),
-                    limit=_num(denial.limit),
-                    side=side,
-                    qty=qty,
-                    notional=notional if math.isfinite(notional) else 0.0,
-                    cause=cause,
+                denial.to_message(
+                    oid, sym, ts, ts_init, side=side, qty=qty, notional=notional, cause=cause
                 )
             )
             return None
@@ -548,29 +537,10 @@ class AccountTrader:
         out.append(order_event(cmd, cause))
         return oid
 
-    def _context(
-        self,
-        ts: int,
-        sym: str,
-        side: Side,
-        qty: float,
-        price: float,
-        notional: float | None = None,
-        limit_price: float | None = None,
-    ) -> RiskContext:
-        return risk_context(
-            self.account,
-            self.monitor,
-            self.state,
-            self.specs.get(sym, _NO_SPEC),
-            ts,
-            sym,
-            side,
-            qty,
-            price,
-            notional,
-            limit_price,
-        )
+    def _context(self, ts: int, sym: str, *intent: Any) -> RiskContext:
+        """`risk_context` of this account for (side, qty, price[, notional, limit_price])."""
+        spec = self.specs.get(sym, _NO_SPEC)
+        return risk_context(self.account, self.monitor, self.state, spec, ts, sym, *intent)
 
 
 def _inert_state() -> TradingState:
@@ -578,10 +548,6 @@ def _inert_state() -> TradingState:
     return TradingState(
         DrawdownBreaker(math.inf), BlackSwan(math.inf), StaleData(2**62), flatten_on_halt=True
     )
-
-
-def _num(x: float) -> float | None:
-    return x if math.isfinite(x) else None
 
 
 __all__ = ["ACCOUNT", "AccountTrader", "Decision"]

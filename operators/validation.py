@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, TypeVar
 import msgspec
 
 from schemas.codec import decoder, encode
-from schemas.messages import NS_PER_MINUTE, NS_PER_SECOND, Bar, DeadLetter, Trade
+from schemas.messages import NS_PER_MINUTE, NS_PER_SECOND, Bar, DeadLetter, OrderFilled, Trade
 
 if TYPE_CHECKING:  # annotations only: operators need not load pydantic
     from schemas.config import BarsConfig, ValidationConfig
@@ -65,7 +65,7 @@ class TimeWindow:
         return None
 
 
-def _payload_text(raw: bytes | str) -> str:
+def payload_text(raw: bytes | str) -> str:
     if isinstance(raw, str):
         return raw
     try:
@@ -224,7 +224,7 @@ def decode_batch(
         try:
             msg = dec.decode(raw)
         except msgspec.DecodeError as exc:
-            text = _payload_text(raw)
+            text = payload_text(raw)
             dead.append(
                 DeadLetter(_safe_ts(ts_init), source, f"malformed: {exc}", text, key, 0, origin)
             )
@@ -240,7 +240,7 @@ def decode_batch(
                     _safe_ts(ts_init),
                     source,
                     problem,
-                    _payload_text(raw),
+                    payload_text(raw),
                     key,
                     _safe_ts(msg.ts_event),
                     origin,
@@ -249,8 +249,11 @@ def decode_batch(
     return good, dead
 
 
-def dead_letter_for(msg: Trade | Bar, source: str, reason: str, origin: str) -> DeadLetter:
-    """A dead letter for an already-decoded message (late trade, duplicate bar, ...);
+def dead_letter_for(
+    msg: Trade | Bar | OrderFilled, source: str, reason: str, origin: str
+) -> DeadLetter:
+    """A dead letter for an already-decoded message (late trade, duplicate bar, a fill the
+    account refused, ...);
     stateful steps give `origin` as "<step>:<symbol>:<n>" from a counter in their state."""
     try:
         payload = encode(msg).decode()

@@ -42,7 +42,19 @@ class Denial:
     value: float
     limit: float
 
-    def to_message(self, intent_id: str, symbol: str, ts_event: int, ts_init: int) -> OrderDenied:
+    def to_message(
+        self,
+        intent_id: str,
+        symbol: str,
+        ts_event: int,
+        ts_init: int,
+        *,
+        side: Side | None = None,
+        qty: float = 0.0,
+        notional: float = 0.0,
+        cause: str = "signal",
+    ) -> OrderDenied:
+        """The wire `OrderDenied`; non-finite compared values travel as None (JSON has no NaN)."""
         return OrderDenied(
             intent_id=intent_id,
             symbol=symbol,
@@ -50,6 +62,12 @@ class Denial:
             ts_init=ts_init,
             rule=self.rule,
             reason=self.reason,
+            value=self.value if math.isfinite(self.value) else None,
+            limit=self.limit if math.isfinite(self.limit) else None,
+            side=side,
+            qty=qty,
+            notional=notional if math.isfinite(notional) else 0.0,
+            cause=cause,
         )
 
 
@@ -142,15 +160,7 @@ class RiskContext:
         gross/net NaN: exposure rules then deny new risk instead of guessing."""
         pos = dict(positions or {})
         mk = dict(marks or {})
-        gross = net = 0.0
-        n_open = 0
-        for sym, q in pos.items():
-            if q == 0.0:
-                continue
-            n_open += 1
-            m = mk.get(sym, math.nan)
-            gross += abs(q * m)
-            net += q * m
+        gross, net, n_open = exposure(pos, mk)
         meta = spec if spec is not None else BINANCE_SPOT_SPECS.get(symbol)
         extra: dict[str, object] = {}
         if meta is not None:
@@ -226,6 +236,23 @@ class RiskContext:
     @property
     def opens_position(self) -> bool:
         return self.position_qty == 0.0 and self.post_qty != 0.0
+
+
+def exposure(
+    positions: Mapping[str, float], marks: Mapping[str, float]
+) -> tuple[float, float, int]:
+    """(gross, net, open positions) of signed quantities at their marks; an open position
+    without a mark makes gross and net NaN (exposure rules then deny new risk)."""
+    gross = net = 0.0
+    n_open = 0
+    for sym, q in positions.items():
+        if q == 0.0:
+            continue
+        n_open += 1
+        m = marks.get(sym, math.nan)
+        gross += abs(q * m)
+        net += q * m
+    return gross, net, n_open
 
 
 class RiskCheck(Protocol):
