@@ -182,8 +182,9 @@ class AccountTrader:
         return sum(len(q) for q in self._pending.values())
 
     def command(self, cmd: Command) -> list[msgspec.Struct]:
-        """Apply an operator command now; events carry the account's clock (the last close)."""
-        if cmd.command_id in self._commands:
+        """Apply an operator command now; events carry the account's clock (the last close).
+        A command for another account, or one already applied (re-delivered), does nothing."""
+        if cmd.account != self.account.account or cmd.command_id in self._commands:
             return []
         self._commands.add(cmd.command_id)
         ts = self.now or cmd.ts_event

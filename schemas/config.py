@@ -205,6 +205,16 @@ class Config(_Section):
                     f"min_notional (the exchange's filters); {why} needs them",
                     ("markets", "symbols", why),
                 )
+        r = self.risk
+        on_grid = [s for s in self.symbols if s in self.markets and self.markets[s].lot_size > 0]
+        if r.enabled and r.lot_tick.enabled and not self.sizing.round_to_lot and on_grid:
+            # quantities off the lot grid: lot_tick would refuse every order, closes included
+            raise _cross(
+                "sizing.round_to_lot = false with [risk.lot_tick] on would refuse every order "
+                f"of {', '.join(on_grid)} (off the lot grid), closing orders included; set "
+                "sizing.round_to_lot = true, or risk.lot_tick.enabled = false",
+                ("sizing.round_to_lot", "risk.lot_tick.enabled"),
+            )
         return self
 
 

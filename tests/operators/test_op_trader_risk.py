@@ -207,6 +207,14 @@ def _long_btc(**over: Any) -> AccountTrader:
     return tr
 
 
+def test_a_command_for_another_account_is_ignored() -> None:
+    tr = _long_btc()
+    assert tr.update([HaltTrading("cmd-x", 1, 1, reason="ops", account="desk-2")]) == []
+    assert tr.state.mode.value == "active" and tr.account.qty("BTCUSDT") == 2.0
+    out = tr.update([HaltTrading("cmd-y", 1, 1, reason="ops")])  # the default: this account
+    assert [(e.old, e.new) for e in of(out, TradingStateChanged)] == [("active", "halted")]
+
+
 def test_the_kill_switch_stops_new_orders_at_once_and_flattens() -> None:
     tr = _long_btc()
     (stop,) = tr.sim.open_orders("BTCUSDT")

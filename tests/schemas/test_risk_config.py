@@ -487,6 +487,18 @@ def test_bad_set_two_levels_deep(clean_env: Path, item: str, message: str) -> No
     assert str(info.value).startswith(message)
 
 
+def test_unrounded_quantities_with_the_lot_check_on_are_refused_at_start() -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(sets=["sizing.round_to_lot=false"])
+    assert str(info.value) == (
+        "--set sizing.round_to_lot=false: sizing.round_to_lot = false with [risk.lot_tick] on "
+        "would refuse every order of BTCUSDT, ETHUSDT (off the lot grid), closing orders "
+        "included; set sizing.round_to_lot = true, or risk.lot_tick.enabled = false"
+    )
+    cfg = load_config(sets=["sizing.round_to_lot=false", "risk.lot_tick.enabled=false"])
+    assert not cfg.sizing.round_to_lot and not cfg.risk.lot_tick.enabled
+
+
 def test_trading_json_covers_the_new_sections() -> None:
     base = load_config().trading_json()
     for item in (
@@ -505,6 +517,8 @@ def test_trading_json_covers_the_new_sections() -> None:
         sets = [item]
         if item.startswith("markets."):
             sets += ["markets.BTCUSDT.lot_size=0.00001", "markets.BTCUSDT.min_notional=5"]
+        if item == "sizing.round_to_lot=false":  # valid only without the lot grid check
+            sets += ["risk.lot_tick.enabled=false"]
         assert load_config(sets=sets).trading_json() != base, item
     margin = ["portfolio.kind=margin", "portfolio.max_leverage=3"]
     assert load_config(sets=margin).trading_json() != base
