@@ -192,8 +192,13 @@ class Account:
 
     @property
     def position_value(self) -> float:
-        """Signed value of the positions at their marks (net exposure)."""
-        return sum((p.qty * p.mark_price for _, p in self._open()), 0.0)
+        """Signed value of the positions at their marks (net exposure). A plain loop: it runs
+        at every account step (equity), in the same symbol order and sum order as `_open`."""
+        v = 0.0
+        for _, p in sorted(self.positions.items()):
+            if p.qty != 0.0:
+                v += p.qty * p.mark_price
+        return v
 
     @property
     def gross_exposure(self) -> float:

@@ -129,7 +129,8 @@ class RiskMonitor:
     def on_bar(self, symbol: str, close: float, ts_close: int) -> None:
         st = self.symbols.get(symbol) or self.stats(symbol)
         prev = st.last_price
-        if prev > 0.0 and close > 0.0:
+        measured = self.track_vol or self.forecast_window is not None
+        if measured and prev > 0.0 and close > 0.0:  # a log per bar only if something reads it
             r = math.log(close / prev)
             if self.track_vol or self.forecast_window == self.vol_window:
                 st.recent.push(r)
