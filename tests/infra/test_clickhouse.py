@@ -27,12 +27,15 @@ from schemas.messages import (
     FeatureSetInfo,
     Fill,
     Metric,
+    Liquidation,
     Order,
     OrderDenied,
+    OrderExpired,
     PositionSnapshot,
     RunInfo,
     Signal,
     Trade,
+    TradingStateChanged,
 )
 from tests.paths import ROOT
 
@@ -55,6 +58,12 @@ def sample(table: str, i: int) -> msgspec.Struct:
             return OrderDenied(f"i{i}", "BTCUSDT", ts, ts, "max_notional", "too big")
         case "fills":
             return Fill(f"f{i}", f"o{i}", "BTCUSDT", ts, ts, "sell", 100.0, 0.1, 0.01)
+        case "order_expiries":
+            return OrderExpired(f"o{i}", "BTCUSDT", ts, ts, "GTD", 0.1, 0.2, 0.0)
+        case "liquidations":
+            return Liquidation("account", "BTCUSDT", ts, ts, "buy", 0.5, 100.0 + i, 0.1, -5.0, 20.0, 25.0)
+        case "trading_state":
+            return TradingStateChanged("account", ts, ts, "ACTIVE", "REDUCING", "drawdown", symbol="")
         case "positions":
             return PositionSnapshot("BTCUSDT", ts, ts, 0.1, 100.0, 5.0, 1.0, 2.0, 0.1, 101.0)
         case "equity":
