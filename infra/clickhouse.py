@@ -50,10 +50,12 @@ from schemas.messages import (
     Fill,
     Liquidation,
     Metric,
+    ModelInfo,
     Order,
     OrderDenied,
     OrderExpired,
     PositionSnapshot,
+    Prediction,
     RunInfo,
     Signal,
     Trade,
@@ -102,6 +104,11 @@ LOW_CARDINALITY_NAMES = frozenset(
         "name",  # Metric.name: a small fixed set of metric names
         "feature_set",
         "version",
+        "producer",
+        "model",
+        "model_version",
+        "feature_version",
+        "kind",
     }
 )
 TIME_NAMES = frozenset({"start", "end"})
@@ -176,6 +183,8 @@ TABLES: dict[str, Table] = {
         Table("runs", RunInfo, ("run_id",)),
         Table("features", FeatureRow, ("run_id", "version", "symbol", "ts_event")),
         Table("feature_sets", FeatureSetInfo, ("run_id", "version")),
+        Table("predictions", Prediction, ("run_id", "producer", "symbol", "ts_event")),
+        Table("models", ModelInfo, ("run_id", "name", "version")),
     )
 }
 TABLE_BY_CLASS: dict[type[msgspec.Struct], Table] = {t.message_cls: t for t in TABLES.values()}

@@ -60,7 +60,11 @@ class Bar(Message, frozen=True):
 
 
 class Signal(Message, frozen=True):
-    """A strategy's view at a bar close: +1 long, 0 flat, -1 short (or exit for long-only)."""
+    """A producer's view at a bar close: +1 long, 0 flat, -1 short (or exit for long-only).
+
+    `strategy` names the producer (a rule such as the SMA cross, or a model producer); a model's
+    signal also carries the model, its version, the feature set's version, the class
+    probabilities (in the model's class order), its confidence and horizon in bars."""
 
     symbol: str
     ts_event: int
@@ -69,6 +73,44 @@ class Signal(Message, frozen=True):
     direction: int
     strength: float = 1.0
     reason: str = ""
+    model: str = ""
+    model_version: str = ""
+    feature_version: str = ""
+    proba: tuple[float, ...] = ()
+    confidence: float = 1.0
+    horizon: int = 0  # bars the model's label looks ahead (0: a rule, no horizon)
+
+
+class Prediction(Message, frozen=True):
+    """One model's scoring of one bar (every bar, whether or not it moved the direction)."""
+
+    producer: str
+    symbol: str
+    ts_event: int  # the bar's close: when the prediction is known
+    ts_init: int
+    model: str
+    model_version: str
+    feature_version: str
+    classes: tuple[int, ...]
+    proba: tuple[float, ...]
+    direction: int  # what the decision rule made of it
+    confidence: float
+
+
+class ModelInfo(Message, frozen=True):
+    """A registry version (offline/registry/): written when registered and when promoted."""
+
+    name: str
+    version: str
+    ts_event: int  # registered at
+    ts_init: int
+    kind: str
+    feature_set: str
+    feature_version: str
+    label: str
+    promoted: bool
+    metrics_json: str  # per-fold metrics, JSON
+    meta_json: str  # the whole metadata file, JSON
 
 
 class OrderIntent(Message, frozen=True):

@@ -26,12 +26,14 @@ from schemas.messages import (
     FeatureRow,
     FeatureSetInfo,
     Fill,
-    Metric,
     Liquidation,
+    Metric,
+    ModelInfo,
     Order,
     OrderDenied,
     OrderExpired,
     PositionSnapshot,
+    Prediction,
     RunInfo,
     Signal,
     Trade,
@@ -61,9 +63,13 @@ def sample(table: str, i: int) -> msgspec.Struct:
         case "order_expiries":
             return OrderExpired(f"o{i}", "BTCUSDT", ts, ts, "GTD", 0.1, 0.2, 0.0)
         case "liquidations":
-            return Liquidation("account", "BTCUSDT", ts, ts, "buy", 0.5, 100.0 + i, 0.1, -5.0, 20.0, 25.0)
+            return Liquidation(
+                "account", "BTCUSDT", ts, ts, "buy", 0.5, 100.0 + i, 0.1, -5.0, 20.0, 25.0
+            )
         case "trading_state":
-            return TradingStateChanged("account", ts, ts, "ACTIVE", "REDUCING", "drawdown", symbol="")
+            return TradingStateChanged(
+                "account", ts, ts, "ACTIVE", "REDUCING", "drawdown", symbol=""
+            )
         case "positions":
             return PositionSnapshot("BTCUSDT", ts, ts, 0.1, 100.0, 5.0, 1.0, 2.0, 0.1, 101.0)
         case "equity":
@@ -78,6 +84,12 @@ def sample(table: str, i: int) -> msgspec.Struct:
             return FeatureRow("BTCUSDT", ts, ts, "core", "v1", (float(i), float("nan"), -1.5))
         case "feature_sets":
             return FeatureSetInfo(f"v{i}", "core", ts, ("a", "b"), ("sma_5 as a", "ema_5 as b"))
+        case "predictions":
+            return Prediction(
+                "xgb", "BTCUSDT", ts, ts, "m", "v1", "f", (-1, 0, 1), (0.2, 0.3, 0.5), 0, 0.5
+            )
+        case "models":
+            return ModelInfo("m", f"v{i}", ts, ts, "xgboost", "core", "f", "lab", False, "{}", "{}")
     raise AssertionError(table)
 
 
