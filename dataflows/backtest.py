@@ -25,6 +25,7 @@ from dataflows.datalist import SymbolData, describe, file_inventory, inventory, 
 from dataflows.flow import build_flow, config_feature_set, selected_symbols
 from dataflows.io.files import FileSource, Kind
 from dataflows.io.progress import counted
+from dataflows.producers import pin_models
 from dataflows.report import (
     account_initial,
     bar_counts,
@@ -277,6 +278,7 @@ def run_backtest(
         held, kind, got = _file_in_range(spec, selected)
         check_outcome(spec, selected, got, held, _unit(kind), "nothing to replay")
     fs = config_feature_set(cfg)
+    cfg = pin_models(cfg)  # one model version for the whole replay, in the run's id and config
     run_id = run_id or run_id_for(spec, cfg)
     ch = cfg.clickhouse
     client = connect(ch.dsn, ch.database)

@@ -25,6 +25,7 @@ from bytewax.inputs import Source
 from bytewax.outputs import Sink
 
 from dataflows.account_step import AccountLogic
+from dataflows.producers import PromotionWatch, strategy_factory
 from dataflows.steps import BarsLogic, FeaturesLogic, SignalLogic
 from dataflows.trader import new_trader
 from infra.clickhouse import TABLE_BY_CLASS
@@ -32,7 +33,6 @@ from operators.account_trader import ACCOUNT, AccountTrader
 from operators.feature_engine import FeatureEngine
 from operators.features import FeatureSet, feature_set
 from operators.plausibility import BAR_RULES, ORDER_ONLY, Rules
-from operators.strategy_sma_cross import SmaCross
 from operators.validation import (
     LIMITS,
     Limits,
@@ -322,17 +322,15 @@ def build_flow(
     )
     rows = features_stage(bars, fs, selected, cfg.features.store, bar_rules(cfg, kind))
 
-    def new_strategy(symbol: str) -> SmaCross:
-        s = cfg.strategy
-        return SmaCross(symbol, s.fast, s.slow, s.price)
-
+    new_strategy = strategy_factory(cfg, fs)
     symbols = sorted(selected)
 
     def trader() -> AccountTrader:
         return new_trader(cfg, symbols)
 
     trader()  # fail now on a bad config, not inside the running flow
-    signals = op.stateful("strategy", rows, lambda r: SignalLogic(new_strategy, r))
+    watch = PromotionWatch(cfg, fs, clock) if clock is not None else None  # paper/live
+    signals = op.stateful("strategy", rows, lambda r: SignalLogic(new_strategy, r, watch))
     # Per symbol: messages go out; (bar, signal) decisions go to the one account, in event time.
     messages = op.filter_map(
         "messages", signals, lambda kv: [m for m in kv[1] if type(m) is not tuple] or None

@@ -12,6 +12,7 @@ from bytewax.operators import StatefulLogic
 from dataflows.shutdown import stopping
 from operators.bars import BarBuilder
 from operators.feature_engine import FeatureEngine, Out
+from operators.models.producers import SymbolProducers
 from operators.plausibility import Rules
 from operators.validation import dead_letter_for
 from schemas.messages import Bar, FeatureRow, Metric, Trade
@@ -136,13 +137,28 @@ class SignalLogic(_Shim):
     and one (bar, signal | None) decision tuple for the account step; feature rows, dead letters
     and metrics pass through in order."""
 
-    def __init__(self, new_strategy: Callable[[str], Any], resume: Any) -> None:
+    def __init__(
+        self,
+        new_strategy: Callable[[str], Any],
+        resume: Any,
+        refresh: Callable[[SymbolProducers], None] | None = None,
+    ) -> None:
+        """`refresh` (paper/live): called before a batch is scored, may swap a model version."""
         self.new_strategy = new_strategy
         self.state: Any = resume
+        self.refresh = refresh
 
     def on_item(self, value: Batch) -> tuple[list[Batch], bool]:
         out: Batch = []
         st = self.state
+        if st is None:
+            first = next((item for item in value if type(item) is tuple), None)
+            if first is not None:
+                st = self.state = self.new_strategy(first[0].symbol)
+        if isinstance(st, SymbolProducers):
+            if self.refresh is not None:
+                self.refresh(st)
+            return self._scored(st, value)
         for item in value:
             if type(item) is not tuple:
                 out.append(item)
@@ -155,4 +171,19 @@ class SignalLogic(_Shim):
             if sig is not None:
                 out.append(sig)
             out.append((bar, sig))
+        return ([out] if out else []), self.RETAIN
+
+    def _scored(self, st: SymbolProducers, value: Batch) -> tuple[list[Batch], bool]:
+        """Producers score the batch's rows at once; outputs keep the per-row order (bar, every
+        producer's signal and prediction, the decision) with pass-through items in place."""
+        scored = iter(st.score([item for item in value if type(item) is tuple]))
+        out: Batch = []
+        for item in value:
+            if type(item) is not tuple:
+                out.append(item)
+                continue
+            msgs, sig = next(scored)
+            out.append(item[0])
+            out += msgs
+            out.append((item[0], sig))
         return ([out] if out else []), self.RETAIN

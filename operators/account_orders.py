@@ -61,8 +61,9 @@ def with_working(ctx: RiskContext, working: Mapping[str, float]) -> RiskContext:
     )
 
 
-def order_event(cmd: SubmitOrder, cause: str) -> Order:
-    """The wire `Order` (orders.v1) of a command sent to the simulator."""
+def order_event(cmd: SubmitOrder, cause: str, origin: tuple[str, str, str] = ("", "", "")) -> Order:
+    """The wire `Order` (orders.v1) of a command sent to the simulator; `origin`: the
+    (producer, model version, feature version) of the signal that caused it."""
     return Order(
         order_id=cmd.order_id,
         symbol=cmd.symbol,
@@ -76,6 +77,9 @@ def order_event(cmd: SubmitOrder, cause: str) -> Order:
         stop_price=cmd.stop_price,
         time_in_force=cmd.time_in_force,
         cause=cause,
+        producer=origin[0],
+        model_version=origin[1],
+        feature_version=origin[2],
     )
 
 

@@ -126,6 +126,7 @@ class AccountTrader:
         self._exits: dict[str, dict[str, tuple[str, ExitOrder]]] = {}  # symbol -> kind -> order
         self._orders: dict[str, SubmitOrder] = {}  # working orders by id
         self._causes: dict[str, str] = {}
+        self._origin = _NO_ORIGIN  # the signal being decided (orders it causes carry it)
         self._best: dict[str, float] = {}  # most favourable close since the position opened
         self._commands: set[str] = set()  # command ids applied (a re-delivery is a no-op)
         self.observe_every_bar = False  # tests: skip the `_may_change` filter
@@ -427,6 +428,13 @@ class AccountTrader:
     # --- 5. decisions --------------------------------------------------------------------------
 
     def _decide(self, signal: Signal, bar: Bar, out: list[msgspec.Struct]) -> None:
+        self._origin = (signal.strategy, signal.model_version, signal.feature_version)
+        try:
+            self._decide_signal(signal, bar, out)
+        finally:
+            self._origin = _NO_ORIGIN
+
+    def _decide_signal(self, signal: Signal, bar: Bar, out: list[msgspec.Struct]) -> None:
         sym = bar.symbol
         q = self.account.qty(sym)
         d = signal.direction
@@ -535,13 +543,16 @@ class AccountTrader:
         self._causes[oid] = cause
         if not ctx.reduces_risk:
             self.monitor.on_trade()
-        out.append(order_event(cmd, cause))
+        out.append(order_event(cmd, cause, self._origin if cause == "signal" else _NO_ORIGIN))
         return oid
 
     def _context(self, ts: int, sym: str, *intent: Any) -> RiskContext:
         """`risk_context` of this account for (side, qty, price[, notional, limit_price])."""
         spec = self.specs.get(sym, _NO_SPEC)
         return risk_context(self.account, self.monitor, self.state, spec, ts, sym, *intent)
+
+
+_NO_ORIGIN = ("", "", "")
 
 
 def _inert_state() -> TradingState:

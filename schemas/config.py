@@ -22,6 +22,7 @@ from pydantic import (
 from pydantic_core import ErrorDetails, PydanticCustomError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from schemas.producer_config import DecisionConfig, ModelsConfig, ProducerConfig
 from schemas.risk_config import (
     BINANCE_SPOT_MARKETS,
     ExecutionConfig,
@@ -38,12 +39,15 @@ __all__ = [
     "ClickHouseConfig",
     "Config",
     "ConfigError",
+    "DecisionConfig",
     "ExecutionConfig",
     "FeaturesConfig",
     "KafkaConfig",
     "MarketConfig",
+    "ModelsConfig",
     "PaperConfig",
     "PortfolioConfig",
+    "ProducerConfig",
     "RiskConfig",
     "Settings",
     "SizingConfig",
@@ -75,6 +79,8 @@ class StrategyConfig(_Section):
     slow: int = Field(50, gt=0)
     price: Literal["close", "open", "high", "low"] = "close"
     long_only: bool = True
+    # The [[producers]] entry whose signals trade; "" = this section's SMA rule.
+    producer: str = ""
 
     @model_validator(mode="after")
     def _fast_below_slow(self) -> StrategyConfig:
@@ -147,6 +153,8 @@ class Config(_Section):
     features: FeaturesConfig = FeaturesConfig()
     feature_sets: dict[str, list[str]] = Field(default_factory=dict)
     strategy: StrategyConfig = StrategyConfig()
+    producers: list[ProducerConfig] = Field(default_factory=list)
+    models: ModelsConfig = ModelsConfig()
     sizing: SizingConfig = SizingConfig()
     risk: RiskConfig = RiskConfig()
     execution: ExecutionConfig = ExecutionConfig()
@@ -205,6 +213,16 @@ class Config(_Section):
                     f"min_notional (the exchange's filters); {why} needs them",
                     ("markets", "symbols", why),
                 )
+        names = [q.name for q in self.producers]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise _cross(f"duplicate producer names {dup}", ("producers",))
+        if self.strategy.producer and self.strategy.producer not in names:
+            raise _cross(
+                f"strategy.producer = {self.strategy.producer!r} is not a [[producers]] name "
+                f"(have {names})",
+                ("strategy.producer", "producers"),
+            )
         r = self.risk
         on_grid = [s for s in self.symbols if s in self.markets and self.markets[s].lot_size > 0]
         if r.enabled and r.lot_tick.enabled and not self.sizing.round_to_lot and on_grid:

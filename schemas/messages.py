@@ -168,6 +168,11 @@ class Order(Message, frozen=True):
     stop_price: float = 0.0
     time_in_force: TimeInForce = "GTC"
     cause: str = "signal"
+    # What decided a signal's order: the producer, and for a model its version and the feature
+    # set version it scored ("" for exits, halts and commands).
+    producer: str = ""
+    model_version: str = ""
+    feature_version: str = ""
 
 
 class SubmitOrder(Message, frozen=True):

@@ -1,0 +1,162 @@
+"""Signal producers: pure operators that see a symbol's (bar, feature values) rows and return a
+`Signal` or nothing per row; a model producer also returns the row's `Prediction`.
+
+Rows are scored a batch at a time — one `predict_proba` call for a replay's batch, one row live —
+through the same `score`, and row i depends only on row i's features (and, for the direction's
+change, on the rows before it), so batching never changes a result.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+import numpy as np
+
+from operators.models.decision import ThresholdDecision
+from operators.models.tree import TreeModel
+from operators.strategy_sma_cross import SmaCross
+from schemas.messages import Bar, Prediction, Signal
+
+Row = tuple[Bar, tuple[float, ...]]
+Scored = tuple[Signal | None, Prediction | None]
+
+
+class Producer(Protocol):
+    name: str
+
+    def score(self, rows: Sequence[Row]) -> list[Scored]: ...
+
+
+class RuleProducer:
+    """The SMA cross rule as a producer (its signals named after the producer)."""
+
+    def __init__(self, name: str, rule: SmaCross) -> None:
+        self.name = name
+        rule.name = name
+        self.rule = rule
+
+    def score(self, rows: Sequence[Row]) -> list[Scored]:
+        update = self.rule.update
+        return [(update(bar), None) for bar, _ in rows]
+
+
+class ModelProducer:
+    """A registry model scored on every bar after the feature set's warm-up; a `Signal` whenever
+    the decided direction changes (the first scored bar included), a `Prediction` every bar."""
+
+    def __init__(
+        self,
+        name: str,
+        model: TreeModel,
+        model_name: str,
+        model_version: str,
+        columns: Sequence[str],
+        feature_version: str,
+        warmup: int,
+        decision: ThresholdDecision,
+        horizon: int = 0,
+    ) -> None:
+        self.name = name
+        self.model_name = model_name
+        self.horizon = horizon
+        self.warmup = warmup
+        self.decision = decision
+        self.columns = tuple(columns)
+        self.feature_version = feature_version
+        self.seen = 0  # rows of this symbol so far (warm-up counts them)
+        self.last: int | None = None  # last decided direction
+        self.swap(model, model_version)
+
+    def swap(self, model: TreeModel, model_version: str) -> None:
+        """Use another version of the model from the next row on (a promotion, live)."""
+        spec = model.spec
+        if spec.feature_version != self.feature_version:
+            raise ValueError(
+                f"model {self.model_name} {model_version} was trained on feature set "
+                f"{spec.feature_set!r} version {spec.feature_version}, the flow runs version "
+                f"{self.feature_version}: retrain it on this feature set, or run the set it "
+                "was trained on"
+            )
+        missing = [c for c in spec.feature_columns if c not in self.columns]
+        if missing:
+            raise ValueError(
+                f"model {self.model_name} {model_version} needs feature columns {missing} the "
+                "running feature set does not have"
+            )
+        if tuple(spec.classes) != self.decision.classes:
+            raise ValueError(
+                f"model {self.model_name} {model_version} has classes {spec.classes}, the "
+                f"decision rule was built for {self.decision.classes}"
+            )
+        self.model = model
+        self.model_version = model_version
+        self._idx = np.array([self.columns.index(c) for c in spec.feature_columns], dtype=np.intp)
+
+    def score(self, rows: Sequence[Row]) -> list[Scored]:
+        out: list[Scored] = [(None, None)] * len(rows)
+        start = min(len(rows), max(0, self.warmup - self.seen))
+        self.seen += len(rows)
+        live = rows[start:]
+        if not live:
+            return out
+        x = np.array([v for _, v in live], dtype=np.float64)[:, self._idx]
+        proba = self.model.predict_proba(x)
+        dirs = self.decision.directions(proba).tolist()
+        conf = self.decision.confidence(proba).tolist()
+        classes = self.decision.classes
+        name, model, version = self.name, self.model_name, self.model_version
+        fv = self.feature_version
+        for i, (bar, _) in enumerate(live):
+            p = tuple(proba[i].tolist())
+            d, c = int(dirs[i]), conf[i]
+            pred = Prediction(
+                name, bar.symbol, bar.ts_close, bar.ts_init, model, version, fv, classes, p, d, c
+            )
+            sig = None
+            if d != self.last:
+                self.last = d
+                sig = Signal(
+                    symbol=bar.symbol,
+                    ts_event=bar.ts_close,
+                    ts_init=bar.ts_init,
+                    strategy=name,
+                    direction=d,
+                    strength=c,
+                    reason=f"{model} {version}: p={', '.join(f'{q:.3f}' for q in p)}",
+                    model=model,
+                    model_version=version,
+                    feature_version=fv,
+                    proba=p,
+                    confidence=c,
+                    horizon=self.horizon,
+                )
+            out[start + i] = (sig, pred)
+        return out
+
+
+class SymbolProducers:
+    """All producers of one symbol; `trading` indexes the one whose signals reach the account."""
+
+    def __init__(self, producers: Sequence[Producer], trading: int) -> None:
+        if not 0 <= trading < len(producers):
+            raise ValueError(f"trading producer index {trading} outside {len(producers)}")
+        self.producers = list(producers)
+        self.trading = trading
+
+    def score(self, rows: Sequence[Row]) -> list[tuple[list[Signal | Prediction], Signal | None]]:
+        """Per row: every producer's signal and prediction (producer order), and the trading
+        producer's signal."""
+        scored = [p.score(rows) for p in self.producers]
+        out: list[tuple[list[Signal | Prediction], Signal | None]] = []
+        t = self.trading
+        for i in range(len(rows)):
+            msgs: list[Signal | Prediction] = []
+            for per in scored:
+                sig, pred = per[i]
+                if sig is not None:
+                    msgs.append(sig)
+                if pred is not None:
+                    msgs.append(pred)
+            out.append((msgs, scored[t][i][0]))
+        return out
