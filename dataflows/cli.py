@@ -25,6 +25,7 @@ from dataflows.cli_common import (
     _wide_pipes,
 )
 from dataflows.cli_control import add_control
+from dataflows.cli_models import add_models_verb
 from dataflows.diagnostics import EXIT_USAGE, Diagnostics, pop_debug, report, watchdog
 from schemas.config import data_dir, load_config
 
@@ -481,6 +482,7 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("run_id", help="a run id, as `cryptoflow runs list` shows it")
     config_args(r)
     r.set_defaults(fn=cmd_runs)
+    add_models_verb(sub, _verb, config_args)
 
     s = _verb(
         sub,

@@ -21,6 +21,11 @@ from tests.paths import BARS_2024_01, ROOT
 
 VERBS = [
     [],
+    ["models"],
+    ["models", "list"],
+    ["models", "show"],
+    ["models", "promote"],
+    ["models", "diff"],
     ["infra"],
     ["ingest"],
     ["ingest", "file"],

@@ -1,0 +1,221 @@
+"""Models in the stream, on real Binance bars: a training set built by replay, an XGBoost
+3-class and a LightGBM binary model trained on it and registered, then the trading flow with
+both as `[[producers]]`. The probabilities the flow emits equal the offline `predict_proba` on the
+same dataset rows exactly, on one and two workers; a model trained on another feature set
+version is refused at start, naming both versions."""
+
+from __future__ import annotations
+
+import itertools
+import shutil
+from pathlib import Path
+from typing import Any
+
+import lightgbm as lgb
+import numpy as np
+import polars as pl
+import pytest
+import xgboost as xgb
+
+from dataflows.backtest import BacktestSpec, parse_time, run_id_for
+from dataflows.producers import PromotionWatch, pin_models, strategy_factory
+from offline import registry
+from offline.dataset import DatasetSpec, build_dataset, read_metadata
+from operators.features import feature_set
+from operators.models.tree import Calibration, ModelSpec, TreeModel
+from schemas.config import Config
+from schemas.messages import Bar, Order, Prediction, Signal
+from tests.dataflows.flowkit import batches, run_flow, sma_config
+from tests.operators.opdata import real_bars
+from tests.paths import BARS_2024_01
+
+SYMBOLS = ("BTCUSDT", "ETHUSDT")
+START, END = parse_time("2024-01-02"), parse_time("2024-01-05")
+THR = "label_thr_10_0p002"
+TB = "tb_0p004_0p004_60_binary"
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """A dataset of 3 days x 2 symbols (core set) and two registered models trained on it."""
+    tmp = tmp_path_factory.mktemp("models")
+    cfg = sma_config(list(SYMBOLS))
+    spec = DatasetSpec(
+        f"file:{BARS_2024_01}",
+        SYMBOLS,
+        "core",
+        ("threshold:h=10,thr=0.002", "triple_barrier:pt=0.004,sl=0.004,h=60,binary=1"),
+        tmp / "ds.parquet",
+        START,
+        END,
+        store=False,
+    )
+    res = build_dataset(cfg, spec, progress=False)
+    frame = pl.read_parquet(res.path)
+    meta = read_metadata(res.path)
+    cols = tuple(meta["feature_columns"])
+    train = frame.filter(~pl.col("warmup") & pl.col(THR).is_not_null() & pl.col(TB).is_not_null())
+    x = train.select(cols).to_numpy()
+    root = tmp / "registry"
+    common = {"feature_set": meta["feature_set"], "feature_version": meta["feature_version"]}
+
+    y3 = train[THR].to_numpy() + 1  # {-1, 0, 1} -> {0, 1, 2}
+    params = {"objective": "multi:softprob", "num_class": 3, "max_depth": 3, "nthread": 1}
+    booster = xgb.train(params, xgb.DMatrix(x, y3), 20)
+    xmodel = TreeModel(ModelSpec("xgboost", (-1, 0, 1), cols, **common), booster)
+    registry.register(root, "xgb-trend", xmodel, {"label": THR, "horizon": 10})
+
+    yb = train[TB].to_numpy()
+    lparams = {"objective": "binary", "num_leaves": 7, "num_threads": 1, "verbose": -1}
+    lbooster = lgb.train(lparams, lgb.Dataset(x, yb), 20)
+    platt = Calibration("platt", a=(-3.0,), b=(1.5,))  # fixed numbers: the path, not the fit
+    lmodel = TreeModel(ModelSpec("lightgbm", (0, 1), cols, calibration=platt, **common), lbooster)
+    registry.register(root, "lgb-tb", lmodel, {"label": TB, "horizon": 60})
+    registry.promote(root, "lgb-tb", "v1")
+    return {"frame": frame, "cols": cols, "root": root, "xgb": xmodel, "lgb": lmodel}
+
+
+def model_config(root: Path, models: dict[str, Any] | None = None, **over: Any) -> Config:
+    producers = [
+        {"name": "xgb", "kind": "model", "model": "xgb-trend", "version": "v1"},
+        {"name": "lgb", "kind": "model", "model": "lgb-tb", "decision": {"long": 0.6}},
+    ]
+    return sma_config(
+        list(SYMBOLS),
+        producers=producers,
+        models=models or {"registry": str(root)},
+        strategy={"producer": "xgb"},
+        **over,
+    )
+
+
+def bars_between(start: int, end: int) -> list[Bar]:
+    out = [b for s in SYMBOLS for b in real_bars(s) if start <= b.ts_event < end]
+    return sorted(out, key=lambda b: (b.ts_event, b.symbol))
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_stream_probabilities_equal_offline_predict(trained: dict[str, Any], workers: int) -> None:
+    cfg = model_config(trained["root"])
+    events = run_flow(cfg, batches(bars_between(START, END), 700), kind="bars", workers=workers)
+    preds = [e for e in events if type(e) is Prediction]
+    frame: pl.DataFrame = trained["frame"]
+    for producer, model in (("xgb", trained["xgb"]), ("lgb", trained["lgb"])):
+        mine = {(p.symbol, p.ts_event): p for p in preds if p.producer == producer}
+        rows = frame.filter(~pl.col("warmup"))
+        keys = list(
+            zip(
+                rows["symbol"].to_list(),
+                (rows["ts_event"].dt.epoch("ns") + 60 * 10**9).to_list(),  # bar close
+                strict=True,
+            )
+        )
+        assert sorted(mine) == sorted(keys), f"{producer}: one prediction per warm bar"
+        offline = model.predict_proba(rows.select(trained["cols"]).to_numpy())
+        stream = np.array([mine[k].proba for k in keys])
+        np.testing.assert_array_equal(stream, offline)  # same floats, not close ones
+        assert {p.model_version for p in mine.values()} == {"v1"}
+    # the trading producer's signals carry the model and reach the account
+    sigs = [e for e in events if type(e) is Signal and e.strategy == "xgb"]
+    assert sigs and all(s.model == "xgb-trend" and len(s.proba) == 3 for s in sigs)
+    for sym in SYMBOLS:  # emitted on a change of direction only
+        mine = [s.direction for s in sigs if s.symbol == sym]
+        assert all(a != b for a, b in itertools.pairwise(mine))
+    orders = [e for e in events if type(e) is Order]
+    assert orders, "the xgb producer's signals traded"
+
+
+def test_batches_do_not_change_results(trained: dict[str, Any]) -> None:
+    cfg = model_config(trained["root"])
+    bars = bars_between(START, START + 86_400 * 10**9)
+    one = [e for e in run_flow(cfg, batches(bars, 1), kind="bars") if type(e) is Prediction]
+    big = [e for e in run_flow(cfg, batches(bars, 5000), kind="bars") if type(e) is Prediction]
+
+    # symbols interleave as batches happen to meet; each symbol's own stream is fixed
+    def per_symbol(ps: list[Prediction]) -> dict[str, list[Prediction]]:
+        return {s: [p for p in ps if p.symbol == s] for s in SYMBOLS}
+
+    assert per_symbol(one) == per_symbol(big) and len(one) > 1000
+
+
+def test_model_of_another_feature_set_version_is_refused(trained: dict[str, Any]) -> None:
+    cfg = model_config(trained["root"], features={"set": "tcn12"})
+    want = feature_set("tcn12").version
+    have = trained["xgb"].spec.feature_version
+    with pytest.raises(ValueError, match=f"version {have}.*version {want}"):
+        run_flow(cfg, batches(bars_between(START, START + 10**12), 100), kind="bars")
+
+
+def test_unknown_model_and_unpromoted_version_fail_at_start(trained: dict[str, Any]) -> None:
+    root = trained["root"]
+    cfg = sma_config(
+        list(SYMBOLS),
+        producers=[{"name": "m", "kind": "model", "model": "nope"}],
+        models={"registry": str(root)},
+    )
+    with pytest.raises(ValueError, match="nope"):
+        run_flow(cfg, batches(bars_between(START, START + 10**12), 100), kind="bars")
+    cfg = sma_config(
+        list(SYMBOLS),
+        producers=[{"name": "m", "kind": "model", "model": "xgb-trend"}],  # never promoted
+        models={"registry": str(root)},
+    )
+    with pytest.raises(ValueError, match="promote"):
+        run_flow(cfg, batches(bars_between(START, START + 10**12), 100), kind="bars")
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 10**18
+
+    def __call__(self) -> int:
+        return self.now
+
+
+def test_promotion_is_picked_up_at_the_next_batch_live(
+    trained: dict[str, Any], tmp_path: Path
+) -> None:
+    root = tmp_path / "registry"
+    shutil.copytree(trained["root"], root)
+    cfg = model_config(root, models={"registry": str(root), "reload_s": 5.0})
+    fs = feature_set("core")
+    st = strategy_factory(cfg, fs)("BTCUSDT")
+    lgb_p = next(p for p in st.producers if p.name == "lgb")
+    xgb_p = next(p for p in st.producers if p.name == "xgb")
+    clock = Clock()
+    watch = PromotionWatch(cfg, fs, clock)
+    watch(st)
+    assert lgb_p.model_version == "v1"  # type: ignore[attr-defined]
+    v2 = registry.register(root, "lgb-tb", trained["lgb"], {"label": TB, "horizon": 60})
+    registry.promote(root, "lgb-tb", v2.version)
+    clock.now += 10**9
+    watch(st)
+    assert lgb_p.model_version == "v1", "checked at most every reload_s"  # type: ignore[attr-defined]
+    clock.now += 5 * 10**9
+    watch(st)
+    assert lgb_p.model_version == "v2"  # type: ignore[attr-defined]
+    assert xgb_p.model_version == "v1", "a pinned version never moves"  # type: ignore[attr-defined]
+    # a promoted model the running features cannot feed: refused, v2 keeps trading
+    other = TreeModel(
+        ModelSpec("lightgbm", (0, 1), trained["cols"], "core", "0000beef"),
+        trained["lgb"].booster,
+    )
+    v3 = registry.register(root, "lgb-tb", other, {"label": TB})
+    registry.promote(root, "lgb-tb", v3.version)
+    clock.now += 6 * 10**9
+    watch(st)
+    assert lgb_p.model_version == "v2"  # type: ignore[attr-defined]
+
+
+def test_backtest_pins_the_promoted_version(trained: dict[str, Any], tmp_path: Path) -> None:
+    root = tmp_path / "registry"
+    shutil.copytree(trained["root"], root)
+    cfg = model_config(root, models={"registry": str(root)})
+    spec = BacktestSpec(f"file:{BARS_2024_01}", SYMBOLS, start_ns=START, end_ns=END)
+    pinned = pin_models(cfg)
+    assert [p.version for p in pinned.producers] == ["v1", "v1"]  # xgb v1, lgb promoted -> v1
+    v2 = registry.register(root, "lgb-tb", trained["lgb"], {"label": TB})
+    registry.promote(root, "lgb-tb", v2.version)
+    again = pin_models(cfg)
+    assert [p.version for p in again.producers] == ["v1", "v2"]
+    assert run_id_for(spec, pinned) != run_id_for(spec, again)
