@@ -26,6 +26,7 @@ from dataflows.cli_common import (
 )
 from dataflows.cli_control import add_control
 from dataflows.cli_models import add_models_verb
+from dataflows.cli_train import add_train_verb
 from dataflows.diagnostics import EXIT_USAGE, Diagnostics, pop_debug, report, watchdog
 from schemas.config import data_dir, load_config
 
@@ -444,6 +445,7 @@ def parser() -> argparse.ArgumentParser:
     )
     c.add_argument("--seed", type=int, default=0, help="seed of the random truncation points")
     c.set_defaults(fn=cmd_lookahead)
+    add_train_verb(osub)
 
     s = _verb(
         sub,

@@ -108,6 +108,19 @@ def test_register_numbers_versions_and_round_trips_exactly(
     assert not [p for p in (root / "xgb-trend").iterdir() if p.name.startswith(".tmp")]
 
 
+def test_versions_sort_numerically_v10_after_v9(
+    root: Path, data: tuple[np.ndarray, np.ndarray]
+) -> None:
+    model = xgb_model(*data)
+    got = [registry.register(root, "m", model, {}).version for _ in range(11)]
+    want = [f"v{n}" for n in range(1, 12)]
+    assert got == want
+    assert [mv.version for mv in registry.versions(root, "m")] == want  # not v1, v10, v11, v2
+    assert registry.resolve(root, "m", "latest").version == "v11"
+    assert registry.promote(root, "m", "v10").version == "v10"
+    assert registry.resolve(root, "m").version == "v10"
+
+
 def test_resolve_promote_and_the_promoted_file(
     root: Path, data: tuple[np.ndarray, np.ndarray]
 ) -> None:
@@ -165,7 +178,7 @@ def test_meta_that_is_not_json_or_sets_registry_keys_is_refused_before_writing(
     root: Path, data: tuple[np.ndarray, np.ndarray]
 ) -> None:
     model = xgb_model(*data)
-    bad = [
+    bad: list[tuple[dict[Any, Any], str]] = [
         ({"folds": [{"auc": np.int64(1)}]}, r"meta\['folds'\]\[0\]\['auc'\] is a int64"),
         ({"metrics": {"auc": float("nan")}}, r"meta\['metrics'\]\['auc'\] is nan.*null"),
         ({"x": {1: 2}}, r"key 1 is not a string"),
