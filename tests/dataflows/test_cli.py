@@ -34,6 +34,7 @@ VERBS = [
     ["offline"],
     ["offline", "dataset"],
     ["offline", "lookahead-check"],
+    ["offline", "train"],
     ["data"],
     ["data", "list"],
     ["runs"],
