@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from dataflows.cli_common import _cfg, _console
+from dataflows.producers import registry_root
 from offline import registry
 from offline.registry import MISSING, ModelVersion
 
@@ -25,7 +26,7 @@ def _root(args: argparse.Namespace) -> tuple[Path, Any]:
     cfg = _cfg(args)
     if args.registry:
         return Path(args.registry), cfg
-    return (Path(cfg.models.registry) if cfg.models.registry else registry.default_root()), cfg
+    return registry_root(cfg), cfg
 
 
 def _time(ns: Any) -> str:

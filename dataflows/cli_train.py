@@ -13,6 +13,7 @@ from typing import Any
 from rich.table import Table
 
 from dataflows.cli_common import _cfg, _console
+from dataflows.producers import registry_root
 
 
 def default_name(kind: str, label: str) -> str:
@@ -95,10 +96,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     cfg = _cfg(args)
     name = check_name(args.name or default_name(args.kind, args.label))
-    if args.out:
-        root = Path(args.out)
-    else:
-        root = Path(cfg.models.registry) if cfg.models.registry else registry.default_root()
+    root = Path(args.out) if args.out else registry_root(cfg)
     features = [c.strip() for c in args.features.split(",") if c.strip()] if args.features else None
     dataset = Path(args.dataset)
     res = train(

@@ -31,6 +31,11 @@ class LoadedModel:
     model: TreeModel
     horizon: int
 
+    @classmethod
+    def of(cls, mv: Any) -> LoadedModel:
+        """A registry `ModelVersion`, loaded (its model file checked against its sha256)."""
+        return cls(mv.name, mv.version, mv.load(), int(mv.meta.get("horizon", 0)))
+
 
 def registry_root(cfg: Config) -> Path:
     from offline.registry import default_root
@@ -56,8 +61,9 @@ def pin_models(cfg: Config) -> Config:
     return cfg.model_copy(update={"producers": pinned})
 
 
-def load_models(cfg: Config, fs: FeatureSet) -> dict[str, LoadedModel]:
-    """producer name -> its model, resolved (promoted/latest/vN) and checked against `fs`."""
+def load_models(cfg: Config) -> dict[str, LoadedModel]:
+    """producer name -> its model, resolved (promoted/latest/vN). `strategy_factory` checks it
+    against the running feature set at start (building one symbol's producers)."""
     from offline.registry import resolve
 
     out: dict[str, LoadedModel] = {}
@@ -65,16 +71,8 @@ def load_models(cfg: Config, fs: FeatureSet) -> dict[str, LoadedModel]:
     for p in cfg.producers:
         if p.kind != "model":
             continue
-        mv = resolve(root, p.model, p.version)
-        loaded = LoadedModel(mv.name, mv.version, mv.load(), int(mv.meta.get("horizon", 0)))
-        _check(p, loaded, fs)
-        out[p.name] = loaded
+        out[p.name] = LoadedModel.of(resolve(root, p.model, p.version))
     return out
-
-
-def _check(p: ProducerConfig, m: LoadedModel, fs: FeatureSet) -> None:
-    """Fail at start, naming both versions, on a model the running features cannot feed."""
-    _model_producer(p, m, fs)
 
 
 def _model_producer(p: ProducerConfig, m: LoadedModel, fs: FeatureSet) -> ModelProducer:
@@ -127,10 +125,7 @@ class PromotionWatch:
             try:
                 loaded = self._cache.get(key)
                 if loaded is None:
-                    loaded = LoadedModel(
-                        mv.name, mv.version, mv.load(), int(mv.meta.get("horizon", 0))
-                    )
-                    self._cache[key] = loaded
+                    loaded = self._cache[key] = LoadedModel.of(mv)
                 prod.swap(loaded.model, loaded.version)
             except (ValueError, OSError) as exc:
                 if key not in self._refused:
@@ -155,7 +150,7 @@ def strategy_factory(cfg: Config, fs: FeatureSet) -> Callable[[str], Any]:
             return SmaCross(symbol, s.fast, s.slow, s.price)
 
         return rule
-    models = load_models(cfg, fs)
+    models = load_models(cfg)
     names = [p.name for p in cfg.producers]
     implicit = not s.producer  # the [strategy] rule trades, next to the declared producers
     trading = names.index(s.producer) if s.producer else len(names)
