@@ -95,6 +95,26 @@ def cmd_backtest(args: argparse.Namespace) -> int:
         processes=args.processes,
         publish=args.publish,
     )
+    if args.walk_forward:
+        from dataflows.walkforward import run_walk_forward
+
+        if args.out is None or args.run_id:
+            raise ValueError(
+                "--walk-forward needs --out DIR (its training set, per-window models and "
+                "report go there) and takes no --run-id (it follows the trained models)"
+            )
+        run_walk_forward(
+            cfg,
+            spec,
+            args.out,
+            args.walk_forward,
+            args.embargo,
+            dataset=args.dataset,
+            progress=not args.no_progress,
+        )
+        return 0
+    if args.dataset or args.embargo != "0":
+        raise ValueError("--dataset and --embargo belong to --walk-forward")
     run_backtest(cfg, spec, args.out, run_id=args.run_id, progress=not args.no_progress)
     return 0
 
@@ -366,6 +386,19 @@ def parser() -> argparse.ArgumentParser:
         action=argparse.BooleanOptionalAction,
         default=None,
         help="send orders/fills/dead letters to Kafka (default: when the source is Kafka)",
+    )
+    s.add_argument(
+        "--walk-forward",
+        metavar="train=D,test=D[,step=D]",
+        help="train the trading producer's model per window ([producers.train]) and trade each "
+        "test window with its own model (docs/models.md; default: off)",
+    )
+    s.add_argument("--embargo", default="0", help="walk-forward embargo, e.g. 1h (default: 0)")
+    s.add_argument(
+        "--dataset",
+        type=Path,
+        help="walk-forward: an `offline dataset` parquet of this source and range "
+        "(default: built into --out)",
     )
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
     s.set_defaults(fn=cmd_backtest)

@@ -16,7 +16,13 @@ from typing import Any
 
 from operators.features import FeatureSet
 from operators.models.decision import ThresholdDecision
-from operators.models.producers import ModelProducer, Producer, RuleProducer, SymbolProducers
+from operators.models.producers import (
+    ModelProducer,
+    Producer,
+    RuleProducer,
+    ScheduledProducer,
+    SymbolProducers,
+)
 from operators.models.tree import TreeModel
 from operators.strategy_sma_cross import SmaCross
 from schemas.config import Config, ProducerConfig
@@ -54,7 +60,7 @@ def pin_models(cfg: Config) -> Config:
     root = registry_root(cfg)
     pinned = [
         p.model_copy(update={"version": resolve(root, p.model, p.version).version})
-        if p.kind == "model"
+        if p.kind == "model" and not p.schedule
         else p
         for p in cfg.producers
     ]
@@ -69,9 +75,34 @@ def load_models(cfg: Config) -> dict[str, LoadedModel]:
     out: dict[str, LoadedModel] = {}
     root = registry_root(cfg)
     for p in cfg.producers:
-        if p.kind != "model":
+        if p.kind != "model" or p.schedule:
             continue
         out[p.name] = LoadedModel.of(resolve(root, p.model, p.version))
+    return out
+
+
+def load_schedules(cfg: Config) -> dict[str, list[tuple[int, LoadedModel]]]:
+    """producer name -> (start ns, model) per walk-forward window; each version's model file
+    must be the one the schedule names (its sha256), or the run is refused."""
+    from offline.registry import resolve
+
+    out: dict[str, list[tuple[int, LoadedModel]]] = {}
+    root = registry_root(cfg)
+    for p in cfg.producers:
+        if p.kind != "model" or not p.schedule:
+            continue
+        got: list[tuple[int, LoadedModel]] = []
+        for e in p.schedule:
+            mv = resolve(root, p.model, e.version)
+            if mv.meta.get("model_sha256") != e.sha256:
+                raise ValueError(
+                    f"producer {p.name}: {p.model} {e.version} in {root} has model sha256 "
+                    f"{str(mv.meta.get('model_sha256'))[:12]}..., the schedule names "
+                    f"{e.sha256[:12]}...: the walk-forward registry was changed; rerun "
+                    "backtest --walk-forward"
+                )
+            got.append((e.start, LoadedModel.of(mv)))
+        out[p.name] = got
     return out
 
 
@@ -101,7 +132,9 @@ class PromotionWatch:
         self.clock = clock
         self.every_ns = int(cfg.models.reload_s * 1e9)
         self.watched = {
-            p.name: p for p in cfg.producers if p.kind == "model" and p.version == "promoted"
+            p.name: p
+            for p in cfg.producers
+            if p.kind == "model" and p.version == "promoted" and not p.schedule
         }
         self.next_ns = 0
         self._cache: dict[tuple[str, str], LoadedModel] = {}
@@ -151,6 +184,7 @@ def strategy_factory(cfg: Config, fs: FeatureSet) -> Callable[[str], Any]:
 
         return rule
     models = load_models(cfg)
+    schedules = load_schedules(cfg)
     names = [p.name for p in cfg.producers]
     implicit = not s.producer  # the [strategy] rule trades, next to the declared producers
     trading = names.index(s.producer) if s.producer else len(names)
@@ -158,7 +192,12 @@ def strategy_factory(cfg: Config, fs: FeatureSet) -> Callable[[str], Any]:
     def producers(symbol: str) -> SymbolProducers:
         made: list[Producer] = []
         for p in cfg.producers:
-            if p.kind == "model":
+            if p.kind == "model" and p.schedule:
+                plan = schedules[p.name]
+                inner = _model_producer(p, plan[0][1], fs)
+                steps = [(start, m.model, m.version) for start, m in plan]
+                made.append(ScheduledProducer(inner, steps))
+            elif p.kind == "model":
                 made.append(_model_producer(p, models[p.name], fs))
             else:
                 made.append(RuleProducer(p.name, SmaCross(symbol, p.fast, p.slow, p.price)))

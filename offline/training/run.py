@@ -236,10 +236,20 @@ def _balance(y: np.ndarray, classes: tuple[int, ...]) -> dict[str, float]:
     return {str(c): float(np.sum(y == i)) / n for i, c in enumerate(classes)}
 
 
-def _evaluate(
+def evaluate(
     data: Data, model: TreeModel, test: np.ndarray, fee_bps: float
 ) -> tuple[dict[str, float], np.ndarray]:
-    proba = model.predict_proba(data.x[test])
+    """Metrics of `model` on rows `test` (the model's own feature columns, picked by name from
+    the data's), and its probabilities."""
+    cols = list(model.spec.feature_columns)
+    if cols == data.columns:
+        x = data.x[test]
+    else:
+        missing = [c for c in cols if c not in data.columns]
+        if missing:
+            raise ValueError(f"the model needs feature columns {missing} the dataset lacks")
+        x = data.x[test][:, [data.columns.index(c) for c in cols]]
+    proba = model.predict_proba(x)
     out = M.classification(data.y[test], proba)
     d = ThresholdDecision(data.classes, DECISION_THRESHOLD, DECISION_THRESHOLD).directions(proba)
     r, bpy = M.strategy_returns(data.symbol[test], data.ts[test], data.close[test], d, fee_bps)
@@ -249,11 +259,11 @@ def _evaluate(
     return out, proba
 
 
-def _fold(
+def train_fold(
     data: Data,
     w: Window,
     embargo_ns: int,
-    fit_args: tuple[Kind, CalibrationMethod, Params],
+    fit_args: FitArgs,
     fee_bps: float,
 ) -> tuple[dict[str, Any], Fitted, np.ndarray]:
     t0 = time.perf_counter()
@@ -268,7 +278,7 @@ def _fold(
     _check_rows(where, split, rows.test, len(data.classes), data.y)
     base = (data.columns, data.feature_set, data.feature_version)
     fitted = fit_model(kind, data.classes, data.x, data.y, split, base, cal, params)
-    m, _ = _evaluate(data, fitted.model, rows.test, fee_bps)
+    m, _ = evaluate(data, fitted.model, rows.test, fee_bps)
     _, v0, c0, _ = split.bounds
     used = split.fit.size + split.valid.size + split.calib.size
     info: dict[str, Any] = {
@@ -319,6 +329,24 @@ def _summary(folds: list[dict[str, Any]]) -> dict[str, float | None]:
     return out
 
 
+FitArgs = tuple[Kind, CalibrationMethod, Params]
+
+
+def fit_settings(kind: str, calibration: str, params: Params) -> FitArgs:
+    """Checked (kind, calibration, params) for `train_fold` / `fit_model`."""
+    if kind not in KINDS:
+        raise ValueError(f"model kind {kind!r}: want one of {', '.join(KINDS)}")
+    if calibration not in CALIBRATIONS:
+        raise ValueError(f"calibration {calibration!r}: want one of {', '.join(CALIBRATIONS)}")
+    if params.threads < 1 or params.n_estimators < 1:
+        raise ValueError("threads and n_estimators must be >= 1")
+    k: Kind = "xgboost" if kind == "xgboost" else "lightgbm"
+    cal: CalibrationMethod = (
+        "platt" if calibration == "platt" else "isotonic" if calibration == "isotonic" else "none"
+    )
+    return k, cal, params
+
+
 def train(
     dataset: Path,
     kind: str,
@@ -340,21 +368,13 @@ def train(
 ) -> TrainResult:
     """Walk-forward folds, then the final model on the last `train` duration of data."""
     t_start = time.perf_counter()
-    if kind not in KINDS:
-        raise ValueError(f"model kind {kind!r}: want one of {', '.join(KINDS)}")
-    if calibration not in CALIBRATIONS:
-        raise ValueError(f"calibration {calibration!r}: want one of {', '.join(CALIBRATIONS)}")
-    if threads < 1 or n_estimators < 1:
-        raise ValueError("threads and n_estimators must be >= 1")
-    wf: WalkForward = parse_walk_forward(walk_forward)
-    embargo_ns = parse_duration(embargo, "embargo")
     params = Params(
         n_estimators, max_depth, num_leaves, learning_rate, early_stopping_rounds, threads, seed
     )
-    k: Kind = "xgboost" if kind == "xgboost" else "lightgbm"
-    cal: CalibrationMethod = (
-        "platt" if calibration == "platt" else "isotonic" if calibration == "isotonic" else "none"
-    )
+    fit_args = fit_settings(kind, calibration, params)
+    k, cal, _ = fit_args
+    wf: WalkForward = parse_walk_forward(walk_forward)
+    embargo_ns = parse_duration(embargo, "embargo")
     data = load(Path(dataset), kind, label, features)
     t_load = time.perf_counter()
     t0, t_end = int(data.ts[0]), int(data.ts[-1]) + 1
@@ -367,10 +387,9 @@ def train(
         )
     folds: list[dict[str, Any]] = []
     last: tuple[Fitted, np.ndarray] | None = None
-    fit_args = (k, cal, params)
-    with _progress(progress, len(wins), f"{kind} {label}") as step:
+    with fold_progress(progress, len(wins), f"{kind} {label}") as step:
         for w in wins:
-            info, fitted, test = _fold(data, w, embargo_ns, fit_args, fee_bps)
+            info, fitted, test = train_fold(data, w, embargo_ns, fit_args, fee_bps)
             folds.append(info)
             last = (fitted, test)
             step(f"fold {w.fold}")
@@ -427,7 +446,7 @@ def train(
     )
 
 
-class _progress:
+class fold_progress:
     """A rich progress bar, one step per fold (the final model's fit is named, not counted);
     a no-op when off."""
 

@@ -135,6 +135,54 @@ class ModelProducer:
         return out
 
 
+class ScheduledProducer:
+    """Walk-forward: a `ModelProducer` whose version changes at fixed bar times. Version k
+    scores the rows with `schedule[k].start <= bar.ts_event < schedule[k+1].start` (the last
+    to the end); rows before the first start are not scored (warm-up still counts them). Each
+    version was trained on data before its own start, so every row is scored out of sample.
+    A batch that spans a start is split there: one predict call per version's run of rows."""
+
+    def __init__(
+        self, inner: ModelProducer, schedule: Sequence[tuple[int, TreeModel, str]]
+    ) -> None:
+        if not schedule:
+            raise ValueError(f"producer {inner.name}: an empty schedule")
+        starts = [s for s, _, _ in schedule]
+        if starts != sorted(set(starts)):
+            raise ValueError(f"producer {inner.name}: schedule starts must increase")
+        for _, model, version in (*schedule[1:], schedule[0]):
+            inner.swap(model, version)  # every version checked against the features now
+        self.name = inner.name
+        self.inner = inner
+        self.schedule = list(schedule)
+        self.starts = np.array(starts, dtype=np.int64)
+        self.active = -1  # index into schedule of the version the inner producer holds
+
+    def score(self, rows: Sequence[Row]) -> list[Scored]:
+        if not rows:
+            return []
+        ts = np.fromiter((bar.ts_event for bar, _ in rows), np.int64, len(rows))
+        which = np.searchsorted(self.starts, ts, side="right") - 1  # -1: before the first
+        out: list[Scored] = []
+        i, n = 0, len(rows)
+        while i < n:
+            k = int(which[i])
+            j = i + 1
+            while j < n and which[j] == k:
+                j += 1
+            if k < 0:
+                self.inner.seen += j - i  # warm-up runs on, nothing scored
+                out += [(None, None)] * (j - i)
+            else:
+                if k != self.active:
+                    _, model, version = self.schedule[k]
+                    self.inner.swap(model, version)
+                    self.active = k
+                out += self.inner.score(rows[i:j])
+            i = j
+        return out
+
+
 class SymbolProducers:
     """All producers of one symbol; `trading` indexes the one whose signals reach the account."""
 
