@@ -1,4 +1,5 @@
-"""`cryptoflow models list | show | promote | diff`: the model registry (offline/registry/)."""
+"""`cryptoflow models list | show | promote | diff | retrain`: the model registry
+(offline/registry/); `retrain` is champion/challenger retraining (offline/registry/retrain.py)."""
 
 from __future__ import annotations
 
@@ -16,10 +17,13 @@ from dataflows.cli_common import _cfg, _console
 from dataflows.producers import registry_root
 from offline import registry
 from offline.registry import MISSING, ModelVersion
+from offline.registry.retrain import METRICS as RETRAIN_METRICS
 
 # The headline metric of `list`: the first of these found in meta["metrics"] (flattened).
 HEADLINE = ("log_loss", "auc", "brier", "accuracy")
 VALUE_WIDTH = 60
+# The rows of `retrain`'s table (the metrics `evaluate()` reports).
+RETRAIN_ROWS = ("log_loss", "brier", "ece", "auc", "accuracy", "sharpe", "mean_return_bps")
 
 
 def _root(args: argparse.Namespace) -> tuple[Path, Any]:
@@ -107,9 +111,63 @@ def print_version(mv: ModelVersion, on: bool, console: Console) -> None:
     console.print(t)
 
 
+def _num(v: Any) -> str:
+    return "-" if not isinstance(v, int | float) or v != v else f"{v:.4f}"
+
+
+def cmd_retrain(args: argparse.Namespace, root: Path, cfg: Any, console: Console) -> int:
+    metric = args.metric or cfg.models.champion_metric
+    res = registry.retrain(
+        root,
+        args.name,
+        dataset=args.dataset,
+        metric=metric,
+        min_improvement=cfg.models.min_improvement,
+        eval_window=args.eval_window,
+        fee_bps=args.fee_bps,
+        dry_run=args.dry_run,
+        progress=not args.no_progress,
+    )
+    if res.skipped:
+        console.print(f"{res.name}: {res.skipped}", soft_wrap=True)
+        return 0
+    e = res.eval_window
+    t = Table(title=f"{res.name} on {e['start'][:16]} .. {e['end'][:16]} (out of sample for both)")
+    t.add_column("metric", no_wrap=True)
+    t.add_column(f"champion {res.champion}", justify="right")
+    t.add_column(f"challenger {res.challenger or '(dry run)'}", justify="right")
+    for k in RETRAIN_ROWS:
+        label = f"[bold]{k} *[/]" if k == metric else k
+        t.add_row(label, _num(res.champion_metrics.get(k)), _num(res.challenger_metrics.get(k)))
+    console.print(t)
+    tw = res.training_window
+    console.print(
+        f"challenger trained on {tw['start']} .. {tw['end']} ({res.fold['rows']['test']} "
+        f"evaluation rows, {res.seconds:.1f} s)",
+        soft_wrap=True,
+    )
+    if args.dry_run:
+        verdict = "would promote the challenger" if res.promoted else f"would keep {res.champion}"
+        console.print(f"dry run: {verdict}: {res.reason}; nothing registered", soft_wrap=True)
+        return 0
+    if res.promoted:
+        verdict = f"[bold]{res.challenger}[/] promoted (was {res.champion})"
+    else:
+        verdict = f"kept {res.champion}; {res.challenger} registered, not promoted"
+    console.print(f"{res.name}: {verdict}: {res.reason}", soft_wrap=True)
+    from infra.clickhouse import connect
+
+    ch = cfg.clickhouse
+    n = registry.sync_clickhouse(root, connect(ch.dsn, ch.database), ch.database, res.name)
+    console.print(f"{n} rows written to {ch.database}.models")
+    return 0
+
+
 def cmd_models(args: argparse.Namespace) -> int:
     root, cfg = _root(args)
     console = _console()
+    if args.action == "retrain":
+        return cmd_retrain(args, root, cfg, console)
     if args.action == "list":
         rows: list[tuple[ModelVersion, bool]] = []
         for name in [args.name] if args.name else registry.names(root):
@@ -163,7 +221,7 @@ def add_models_verb(
     s = verb(
         sub,
         "models",
-        "the model registry: versions, the promoted one, differences",
+        "the model registry: versions, the promoted one, differences, retraining",
         "cryptoflow models list",
     )
     msub = s.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -207,4 +265,34 @@ def add_models_verb(
     p.add_argument("name", help="a model name")
     p.add_argument("va", metavar="VA", help="v<N>, latest or promoted")
     p.add_argument("vb", metavar="VB", help="v<N>, latest or promoted")
+    common(p)
+    p = verb(
+        msub,
+        "retrain",
+        "train a challenger on the latest window; promote it only if it beats the promoted "
+        "champion on the same window, unseen by both (skipped, exit 0, until the data hold one)",
+        "cryptoflow models retrain xgboost-label_thr_10_0p002 --dataset out/latest.parquet",
+    )
+    p.add_argument("name", help="a model name with a promoted version (the champion)")
+    p.add_argument(
+        "--dataset",
+        metavar="PATH",
+        help="training-set parquet with the latest data (default: the champion's dataset)",
+    )
+    p.add_argument(
+        "--eval-window",
+        metavar="DURATION",
+        help="evaluate on the last DURATION of data, e.g. 30d (default: the champion's "
+        "walk-forward test=)",
+    )
+    p.add_argument(
+        "--metric",
+        choices=RETRAIN_METRICS,
+        help="the deciding metric (default: the config's models.champion_metric, log_loss)",
+    )
+    p.add_argument("--fee-bps", type=float, default=10.0, help="fee per unit of turnover, bps")
+    p.add_argument(
+        "--dry-run", action="store_true", help="train and compare; register and promote nothing"
+    )
+    p.add_argument("--no-progress", action="store_true", help="no progress spinner")
     common(p)

@@ -10,9 +10,12 @@ Files (`store.py`):
 
 The root is `--registry`, else the config's `models.registry`, else `default_root()`
 ($CRYPTOFLOW_REGISTRY, else <CRYPTOFLOW_DATA_DIR>/registry). `cryptoflow models` lists, shows,
-promotes and diffs versions (dataflows/cli_models.py).
+promotes and diffs versions (dataflows/cli_models.py); `retrain()` (retrain.py, `cryptoflow
+models retrain`) trains a challenger to the promoted champion and promotes it only if it wins
+on a window out of sample for both.
 """
 
+from offline.registry.retrain import RetrainResult, retrain
 from offline.registry.store import (
     MISSING,
     ModelVersion,
@@ -35,6 +38,7 @@ __all__ = [
     "RUN_ID",
     "ModelVersion",
     "RegistryError",
+    "RetrainResult",
     "default_root",
     "diff",
     "flatten",
@@ -45,6 +49,7 @@ __all__ = [
     "promotions",
     "register",
     "resolve",
+    "retrain",
     "sync_clickhouse",
     "versions",
 ]

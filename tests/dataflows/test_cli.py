@@ -26,6 +26,7 @@ VERBS = [
     ["models", "show"],
     ["models", "promote"],
     ["models", "diff"],
+    ["models", "retrain"],
     ["infra"],
     ["ingest"],
     ["ingest", "file"],
