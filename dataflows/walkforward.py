@@ -221,7 +221,12 @@ def run_walk_forward(
     spec.scheme  # noqa: B018  (validates the source string)
     p = trading_producer(cfg)
     assert p.train is not None
-    target_column(p.train)  # a bad label spec fails before any replay
+    from offline.training.walkforward import parse_duration, parse_walk_forward
+
+    # Bad requests fail before the training set's replay.
+    target_column(p.train)
+    parse_walk_forward(walk_forward)
+    parse_duration(embargo, "embargo")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     if dataset is None:

@@ -175,6 +175,10 @@ def test_bad_requests_say_what_to_fix(
         run_walk_forward(rule, spec(), tmp_path, WF)
     with pytest.raises(ValueError, match=r"no \[producers.train\] table"):
         run_walk_forward(wf_config(ch_dsn, ch_db, train=None), spec(), tmp_path, WF)
+    for wf, emb in (("train=7d", "0"), ("train=7d,test=4x", "0"), (WF, "soon")):
+        with pytest.raises(ValueError, match=r"walk-forward|embargo"):
+            run_walk_forward(wf_config(ch_dsn, ch_db), spec(), tmp_path / "bad", wf, emb)
+    assert not (tmp_path / "bad" / "dataset.parquet").exists()  # refused before any replay
     short = BacktestSpec(spec().source, SYMBOLS, parse_time("2024-01-01"), parse_time("2024-01-06"))
     with pytest.raises(ValueError, match="no test window fits"):
         run_walk_forward(wf_config(ch_dsn, ch_db), short, tmp_path / "s", WF, progress=False)
