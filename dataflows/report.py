@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -144,7 +145,10 @@ def write_outputs(
     _plot(out_dir / "equity.png", ts, eq, extra.get("run_id", ""))
 
 
-def _plot(path: Path, ts: np.ndarray, eq: np.ndarray, title: str) -> None:
+def _plot(
+    path: Path, ts: np.ndarray, eq: np.ndarray, title: str, marks: Sequence[int] = ()
+) -> None:
+    """Equity over drawdown; `marks` (int ns) as dashed vertical lines on both."""
     if len(ts) < 2:
         return
     import matplotlib
@@ -156,6 +160,9 @@ def _plot(path: Path, ts: np.ndarray, eq: np.ndarray, title: str) -> None:
     peak = np.maximum.accumulate(eq)
     fig, (a1, a2) = plt.subplots(2, 1, figsize=(10, 6), sharex=True, height_ratios=[3, 1])
     a1.plot(x, eq, lw=0.8)
+    for t in marks:
+        for a in (a1, a2):
+            a.axvline(np.datetime64(t, "ns"), color="grey", lw=0.6, ls="--")
     a1.set_ylabel("equity")
     a1.set_title(f"equity — {title}")
     a2.fill_between(x, 0, (eq / peak - 1.0) * 100, color="tab:red", lw=0)

@@ -131,8 +131,15 @@ def train_windows(
     from dataflows.cli_train import _json
     from offline import registry
     from offline.training.fit import Params
-    from offline.training.run import fit_settings, fold_progress, iso, load, train_fold
-    from offline.training.walkforward import parse_duration, parse_walk_forward, windows
+    from offline.training.run import (
+        fit_settings,
+        fold_progress,
+        iso,
+        load,
+        plan_windows,
+        train_fold,
+    )
+    from offline.training.walkforward import parse_duration, parse_walk_forward
 
     t = p.train
     assert t is not None
@@ -150,13 +157,7 @@ def train_windows(
     embargo_ns = parse_duration(embargo, "embargo")
     target = target_column(t)
     data = load(dataset, t.kind, target, None)
-    t0, t_end = int(data.ts[0]), int(data.ts[-1]) + 1
-    wins = windows(t0, t_end, wf)
-    if not wins:
-        raise ValueError(
-            f"--walk-forward {walk_forward}: no test window fits the usable data "
-            f"{iso(t0)} .. {iso(t_end)}; use a shorter train=/test= or a longer --start/--end"
-        )
+    wins = plan_windows(data, wf, "; use a shorter train=/test= or a longer --start/--end")
     if root.exists():
         shutil.rmtree(root)  # run-scoped: a rerun trains its own versions from v1
     infos: list[dict[str, Any]] = []
@@ -301,34 +302,16 @@ def write_report(
                 + [x["trading"][k] for k in keys]
                 + [x["metrics"].get(k) for k in mkeys]
             )
-    _plot(out_dir / "walk_forward.png", ts, eq, first, [x["active_start_ns"] for x in r.windows])
+    from dataflows.report import _plot
 
-
-def _plot(path: Path, ts: np.ndarray, eq: np.ndarray, first: int, starts: list[int]) -> None:
     m = ts >= first
-    if int(np.sum(m)) < 2:
-        return
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    x = ts[m].astype("datetime64[ns]")
-    e = eq[m]
-    peak = np.maximum.accumulate(e)
-    fig, (a1, a2) = plt.subplots(2, 1, figsize=(10, 6), sharex=True, height_ratios=[3, 1])
-    a1.plot(x, e, lw=0.8)
-    for s in starts:
-        for a in (a1, a2):
-            a.axvline(np.datetime64(s, "ns"), color="grey", lw=0.6, ls="--")
-    a1.set_ylabel("equity")
-    a1.set_title("walk-forward: out-of-sample equity (dashed: a new window's model)")
-    a2.fill_between(x, 0, (e / peak - 1.0) * 100, color="tab:red", lw=0)
-    a2.set_ylabel("drawdown %")
-    fig.autofmt_xdate()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100, metadata={"Software": None})
-    plt.close(fig)
+    _plot(
+        out_dir / "walk_forward.png",
+        ts[m],
+        eq[m],
+        "walk-forward, out of sample (dashed: a new window's model)",
+        marks=[x["active_start_ns"] for x in r.windows],
+    )
 
 
 def _f(v: Any, spec: str) -> str:

@@ -332,6 +332,19 @@ def _summary(folds: list[dict[str, Any]]) -> dict[str, float | None]:
 FitArgs = tuple[Kind, CalibrationMethod, Params]
 
 
+def plan_windows(data: Data, wf: WalkForward, hint: str = "") -> list[Window]:
+    """The walk-forward windows over the data's usable rows; ValueError when none fits."""
+    t0, t_end = int(data.ts[0]), int(data.ts[-1]) + 1
+    wins = windows(t0, t_end, wf)
+    if not wins:
+        raise ValueError(
+            f"no test window fits: usable data spans {iso(t0)} .. {iso(t_end)} "
+            f"({_days(t_end - t0)}), walk-forward {wf.text!r} needs train + test = "
+            f"{_days(wf.train_ns + wf.test_ns)}{hint}"
+        )
+    return wins
+
+
 def fit_settings(kind: str, calibration: str, params: Params) -> FitArgs:
     """Checked (kind, calibration, params) for `train_fold` / `fit_model`."""
     if kind not in KINDS:
@@ -377,14 +390,8 @@ def train(
     embargo_ns = parse_duration(embargo, "embargo")
     data = load(Path(dataset), kind, label, features)
     t_load = time.perf_counter()
-    t0, t_end = int(data.ts[0]), int(data.ts[-1]) + 1
-    wins = windows(t0, t_end, wf)
-    if not wins:
-        raise ValueError(
-            f"no test window fits: usable data spans {iso(t0)} .. {iso(t_end)} "
-            f"({_days(t_end - t0)}), walk-forward {walk_forward!r} needs train + test = "
-            f"{_days(wf.train_ns + wf.test_ns)}"
-        )
+    wins = plan_windows(data, wf)
+    t_end = int(data.ts[-1]) + 1
     folds: list[dict[str, Any]] = []
     last: tuple[Fitted, np.ndarray] | None = None
     with fold_progress(progress, len(wins), f"{kind} {label}") as step:
