@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup browser demo test lint bench clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -19,8 +19,15 @@ setup: $(STAMP)
 demo: setup
 	$(BIN)/cryptoflow demo --out out/demo
 
+# The HTML report is checked in headless Chromium: Debian's package, installed when missing
+# (as root, or with sudo).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { S=; [ "$$(id -u)" -eq 0 ] || S=sudo; \
+	  $$S apt-get update -qq && $$S apt-get install -y -qq chromium >/dev/null; } || \
+	  echo "WARNING: could not install chromium: the HTML report's browser test will be skipped"
+
 # Unit, dataflow and integration tests; starts its own Kafka broker on a test port.
-test: setup
+test: setup browser
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/pytest -q

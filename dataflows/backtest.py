@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
@@ -317,10 +317,9 @@ def run_backtest(
         "warnings": warnings,
     }
     record_feature_set(client, ch.database, run_id, fs)
-    record_run(
-        client,
-        ch.database,
-        RunInfo(
+
+    def run_info() -> RunInfo:
+        return RunInfo(
             run_id=run_id,
             ts_init=int(ts[0]) if len(ts) else 0,
             mode="backtest",
@@ -330,16 +329,50 @@ def run_backtest(
             symbols=",".join(selected),
             config_json=cfg.trading_json(),
             summary_json=json.dumps(summary.to_dict(), sort_keys=True),
-        ),
-    )
+        )
+
+    record_run(client, ch.database, run_info())
+    # Round trips always (the `round_trips` table and its views); the full analysis (Monte
+    # Carlo, report.html) only where there is a directory to write it to.
+    doc = None
+    if len(ts) >= 2:
+        from dataflows.analytics import MC_RUNS
+        from dataflows.report_files import analyse_run
+
+        doc = analyse_run(
+            cfg,
+            run_id,
+            Path(out_dir) if out_dir is not None else None,
+            mc_runs=MC_RUNS if out_dir is not None else 0,
+            client=client,
+        )
+        # The summary's trade statistics from the round trips (shorts and flips included).
+        m = doc["metrics"]["strategy"]
+        better = replace(
+            summary,
+            n_round_trips=m["n_trades"],
+            win_rate=m["win_rate"],
+            profit_factor=m["profit_factor"],
+        )
+        if better != summary:
+            summary = better
+            record_run(client, ch.database, run_info())
     if out_dir is not None:
         write_outputs(Path(out_dir), summary, fills, ts, eq, info)
     out = Console()
     print_summary(summary, run_id, out, bars=per_symbol, positions=positions)
+    if doc is not None:
+        bh = doc["metrics"]["benchmark"]
+        out.print(
+            f"buy & hold, same bars: return {bh['total_return'] * 100:+.2f}%, "
+            f"max drawdown {bh['max_drawdown'] * 100:.2f}%",
+            markup=False,
+            highlight=False,
+        )
     for w in warnings:
         out.print(f"warning: {w}", style="yellow", markup=False, highlight=False)
     if out_dir is not None:
-        names = ("fills.csv", "equity.csv", "summary.json", "equity.png")
+        names = ("report.html", "fills.csv", "equity.csv", "summary.json", "equity.png")
         wrote = [n for n in names if (Path(out_dir) / n).exists()]
         out.print(f"outputs: {out_dir} ({', '.join(wrote)})", markup=False, highlight=False)
     out.print(

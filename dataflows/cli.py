@@ -13,7 +13,6 @@ from typing import Any, NoReturn
 
 from dataflows.cli_common import (
     DEMO_BARS,
-    DEMO_CONFIG,
     _cfg,
     _console,
     _probe_topic,
@@ -26,9 +25,10 @@ from dataflows.cli_common import (
 )
 from dataflows.cli_control import add_control
 from dataflows.cli_models import add_models_verb
+from dataflows.cli_report import add_report_verbs
 from dataflows.cli_train import add_train_verb
 from dataflows.diagnostics import EXIT_USAGE, Diagnostics, pop_debug, report, watchdog
-from schemas.config import data_dir, load_config
+from schemas.config import data_dir
 
 
 def cmd_infra(args: argparse.Namespace) -> int:
@@ -144,31 +144,9 @@ def cmd_paper(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    """Shipped real data -> Kafka -> replay -> report, on the embedded defaults."""
-    from dataflows.backtest import BacktestSpec, parse_time, run_backtest
-    from dataflows.ingest import ingest_file
-    from infra.kafka import broker
-    from infra.kafka.client import TimeRangeReader
-    from schemas.topics import BARS
+    from dataflows.demo import cmd_demo as run_demo
 
-    console = _console()
-    cfg = load_config(DEMO_CONFIG)
-    console.rule("1/3 Kafka broker")
-    broker.up(cfg.kafka.bootstrap, data_dir(), cfg.kafka.partitions)
-    console.rule("2/3 ingest real Binance 1m bars (Jan 2024) into md.bars.v1")
-    start, end = parse_time("2024-01-01"), parse_time("2024-02-01")
-    assert start is not None and end is not None
-    # A full read (the topic may have been filled in any order; see docs/replay.md).
-    reader = TimeRangeReader(cfg.kafka.bootstrap, BARS.name, start // 10**6, end // 10**6)
-    held = sum(len(batch) for _, batch in reader.batches())
-    if held > 0:
-        console.print("md.bars.v1 already holds January 2024: not ingesting it twice")
-    else:
-        ingest_file(DEMO_BARS, cfg.kafka.bootstrap, "bars")
-    console.rule("3/3 replay md.bars.v1 through the trading flow")
-    spec = BacktestSpec(f"kafka:{BARS.name}", ("BTCUSDT", "ETHUSDT"), start, end)
-    run_backtest(cfg, spec, Path(args.out))
-    return 0
+    return run_demo(args)
 
 
 def cmd_dataset(args: argparse.Namespace) -> int:
@@ -518,6 +496,7 @@ def parser() -> argparse.ArgumentParser:
     config_args(r)
     r.set_defaults(fn=cmd_runs)
     add_models_verb(sub, _verb, config_args)
+    add_report_verbs(sub, _verb, config_args)
 
     s = _verb(
         sub,

@@ -56,6 +56,7 @@ from schemas.messages import (
     OrderExpired,
     PositionSnapshot,
     Prediction,
+    RoundTrip,
     RunInfo,
     Signal,
     Trade,
@@ -109,6 +110,7 @@ LOW_CARDINALITY_NAMES = frozenset(
         "model_version",
         "feature_version",
         "kind",
+        "exit_reason",  # RoundTrip: a handful of exit causes
     }
 )
 TIME_NAMES = frozenset({"start", "end"})
@@ -185,6 +187,7 @@ TABLES: dict[str, Table] = {
         Table("feature_sets", FeatureSetInfo, ("run_id", "version")),
         Table("predictions", Prediction, ("run_id", "producer", "symbol", "ts_event")),
         Table("models", ModelInfo, ("run_id", "name", "version")),
+        Table("round_trips", RoundTrip, ("run_id", "symbol", "trip_id")),
     )
 }
 TABLE_BY_CLASS: dict[type[msgspec.Struct], Table] = {t.message_cls: t for t in TABLES.values()}
@@ -234,10 +237,15 @@ def create_table_sql(table: Table | str, database: str) -> str:
 def ensure_tables(
     client: Client, database: str, tables: Iterable[Table | str] | None = None
 ) -> None:
-    """Create the database and every (or the given) table if missing. Idempotent."""
+    """Create the database and every (or the given) table if missing; with every table, also
+    the analytics views over them (infra/clickhouse_views.py). Idempotent."""
     client.command(f"CREATE DATABASE IF NOT EXISTS {_quote(database)}")
     for t in tables if tables is not None else TABLES.values():
         client.command(create_table_sql(t, database))
+    if tables is None:
+        from infra.clickhouse_views import ensure_views
+
+        ensure_views(client, database)
 
 
 # --------------------------------------------------------------------------- rows

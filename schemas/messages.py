@@ -339,6 +339,42 @@ class Fill(Message, frozen=True):
     liquidity: Literal["taker", "maker"] = "taker"
 
 
+TripSide = Literal["long", "short"]
+
+
+class RoundTrip(Message, frozen=True):
+    """One position from flat back to flat in one symbol (operators/analytics/round_trips.py).
+
+    A fill that crosses zero (a margin flip) closes one trip and opens the next, its qty and fee
+    split pro rata. `qty` is the largest |position| of the trip; prices are qty-weighted averages
+    of the opening and the closing fills; `fees` are both sides'; `pnl` = gross_pnl - fees and
+    `ret` = pnl / entry notional. `exit_reason` is the closing order's cause ("signal",
+    "stop_loss", "take_profit", "trailing_stop", "halt", "flatten"), "liquidation", or "open"
+    for a trip still open at the end (marked to the last price when one is known, else its
+    exit price and PnL are NaN). producer / model_version are the opening order's."""
+
+    trip_id: str  # "<symbol>-<n>", n = 1, 2, ... per symbol in opening order
+    symbol: str
+    ts_event: int  # = ts_exit
+    ts_init: int
+    side: TripSide
+    ts_entry: int
+    ts_exit: int
+    qty: float
+    entry_price: float
+    exit_price: float
+    gross_pnl: float
+    fees: float
+    pnl: float
+    ret: float
+    duration_ns: int
+    exit_reason: str
+    producer: str
+    model_version: str
+    entry_order_id: str
+    exit_order_id: str  # "" for a liquidation or an open trip
+
+
 class PositionSnapshot(Message, frozen=True):
     """One symbol's position after a fill or at the end of a run (cash: the account's)."""
 

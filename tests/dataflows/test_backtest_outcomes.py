@@ -217,7 +217,7 @@ def test_summary_counts_bars_per_symbol_and_states_open_positions(
         assert f"qty {qty:.8g} @ {mark:,.2f}: value {value:,.2f}, unrealized PnL {upnl:+,.2f}" in (
             text
         )
-    assert f"outputs: {out} (fills.csv, equity.csv, summary.json, equity.png)" in text
+    assert f"outputs: {out} (report.html, fills.csv, equity.csv, summary.json, equity.png)" in text
     assert f"rows: ClickHouse {ch_dsn}, database {ch_db}, run_id {run_id}" in text
 
     # The run's feature set is in `feature_sets`: every features row can be labelled from it.

@@ -43,6 +43,8 @@ VERBS = [
     ["runs", "show"],
     ["demo"],
     ["control"],
+    ["report"],
+    ["compare"],
 ]
 
 

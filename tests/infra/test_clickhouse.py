@@ -34,6 +34,7 @@ from schemas.messages import (
     OrderExpired,
     PositionSnapshot,
     Prediction,
+    RoundTrip,
     RunInfo,
     Signal,
     Trade,
@@ -90,6 +91,11 @@ def sample(table: str, i: int) -> msgspec.Struct:
             )
         case "models":
             return ModelInfo("m", f"v{i}", ts, ts, "xgboost", "core", "f", "lab", False, "{}", "{}")
+        case "round_trips":
+            return RoundTrip(
+                f"BTCUSDT-{i}", "BTCUSDT", ts, ts, "long", ts - 10, ts, 0.5, 100.0, 101.0,
+                0.5, 0.1, 0.4, 0.008, 10, "stop_loss", "sma", "v1", f"o{i}", f"p{i}",
+            )  # fmt: skip
     raise AssertionError(table)
 
 

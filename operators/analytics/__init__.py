@@ -1,0 +1,1 @@
+"""Backtest analytics: pure functions over a run's fills, equity and returns."""
