@@ -339,13 +339,14 @@ def run_backtest(
         from dataflows.analytics import MC_RUNS
         from dataflows.report_files import analyse_run
 
-        doc = analyse_run(
-            cfg,
-            run_id,
-            Path(out_dir) if out_dir is not None else None,
-            mc_runs=MC_RUNS if out_dir is not None else 0,
-            client=client,
-        )
+        with console.status("analysing the run (round trips, metrics, report)"):
+            doc = analyse_run(
+                cfg,
+                run_id,
+                Path(out_dir) if out_dir is not None else None,
+                mc_runs=MC_RUNS if out_dir is not None else 0,
+                client=client,
+            )
         # The summary's trade statistics from the round trips (shorts and flips included).
         m = doc["metrics"]["strategy"]
         better = replace(

@@ -58,9 +58,12 @@ def cmd_report(args: argparse.Namespace) -> int:
     cfg = _cfg(args)
     out = Path(args.out or f"out/report-{args.run_id}")
     console = _console()
-    doc = analyse_run(
-        cfg, args.run_id, out, mc_runs=args.mc_runs, seed=args.seed, trials=args.trials
-    )
+    with Console(stderr=True).status(
+        f"analysing {args.run_id}: metrics, round trips, {args.mc_runs:,} Monte Carlo runs x 2"
+    ):
+        doc = analyse_run(
+            cfg, args.run_id, out, mc_runs=args.mc_runs, seed=args.seed, trials=args.trials
+        )
     print_headline(doc, console)
     for w in doc["warnings"]:
         console.print(f"warning: {w}", style="yellow", markup=False, highlight=False)
