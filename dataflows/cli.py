@@ -26,6 +26,7 @@ from dataflows.cli_common import (
 from dataflows.cli_control import add_control
 from dataflows.cli_models import add_models_verb
 from dataflows.cli_report import add_report_verbs
+from dataflows.cli_sweep import add_sweep_verbs
 from dataflows.cli_train import add_train_verb
 from dataflows.diagnostics import EXIT_USAGE, Diagnostics, pop_debug, report, watchdog
 from schemas.config import data_dir
@@ -497,6 +498,7 @@ def parser() -> argparse.ArgumentParser:
     r.set_defaults(fn=cmd_runs)
     add_models_verb(sub, _verb, config_args)
     add_report_verbs(sub, _verb, config_args)
+    add_sweep_verbs(sub, _verb, config_args)
 
     s = _verb(
         sub,

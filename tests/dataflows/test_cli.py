@@ -45,6 +45,8 @@ VERBS = [
     ["control"],
     ["report"],
     ["compare"],
+    ["sweep"],
+    ["stress"],
 ]
 
 
