@@ -219,7 +219,7 @@ def analyze(
 ) -> tuple[dict[str, Any], list[RoundTrip]]:
     """The report document of one run (see dataflows/html_report.py for its keys) and its round
     trips. `trials`/`sr_var`: how many strategy variants were tried to get here and the variance
-    of their (per-bar) Sharpe ratios, for the deflated Sharpe ratio (1 trial: DSR = PSR)."""
+    of their annualised Sharpe ratios, for the deflated Sharpe ratio (1 trial: DSR = PSR)."""
     ts, eq, initial = data.ts, data.equity, data.initial
     if len(ts) < 2:
         raise ValueError(
@@ -231,6 +231,11 @@ def analyze(
     marks = {s: (int(c[0][-1]), float(c[1][-1])) for s, c in data.closes.items()}
     if mc_runs < 0 or trials < 1:
         raise ValueError(f"Monte Carlo runs must be >= 0 and trials >= 1, got {mc_runs}, {trials}")
+    if trials > 1 and not (math.isfinite(sr_var) and sr_var > 0):
+        raise ValueError(
+            f"{trials} trials need the variance of their Sharpe ratios (> 0, got {sr_var}) for the "
+            "deflated Sharpe ratio: pass --sharpe-var, or --sweep SWEEP.json"
+        )
     trips = round_trips(data.fills, data.orders, liquidations=data.liquidations, marks=marks)
     closed = [t for t in trips if t.exit_reason != "open"]
     exposure = gross_exposure(ts, data.fills, data.closes, data.liquidations)
@@ -239,7 +244,9 @@ def analyze(
     strat = _curve(ts, eq, initial, exposure, traded)
     rets = C.returns(eq, initial)
     # psr: from curve_metrics (None where undefined: a flat curve has no Sharpe ratio)
-    strat["dsr"] = _dsr(rets, trials, sr_var) if trials > 1 else strat["psr"]
+    # the trials' Sharpe variance, annualised -> per bar (the DSR works on per-bar ratios)
+    per_bar_var = sr_var / C.periods_per_year(ts)
+    strat["dsr"] = _dsr(rets, trials, per_bar_var) if trials > 1 else strat["psr"]
     strat["dsr_trials"] = trials
     tstats = trade_stats(trips).to_dict()
     exit_reasons = tstats.pop("exit_reasons")

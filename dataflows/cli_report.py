@@ -52,8 +52,37 @@ def print_headline(doc: dict[str, Any], console: Console) -> None:
     console.print(t)
 
 
+def sweep_trials(path: Path) -> tuple[int, float]:
+    """(points tried, variance of their in-sample annualised Sharpe ratios) of a sweep.json."""
+    import json
+    import statistics
+
+    try:
+        doc = json.loads(path.read_text())
+        sharpes = [
+            p["is_sharpe"]
+            for p in doc["points"]
+            if not p.get("skipped") and p.get("is_sharpe") is not None
+        ]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ValueError(
+            f"--sweep {path}: not a sweep.json of `cryptoflow sweep` ({exc})"
+        ) from None
+    if len(sharpes) < 2:
+        raise ValueError(f"--sweep {path}: needs >= 2 points with an in-sample Sharpe ratio")
+    return len(sharpes), statistics.variance(sharpes)
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from dataflows.report_files import analyse_run
+
+    trials, sr_var = args.trials, args.sharpe_var or 0.0
+    if args.sweep:
+        if args.trials != 1 or args.sharpe_var is not None:
+            raise ValueError(
+                "--sweep gives the trials and their variance: drop --trials/--sharpe-var"
+            )
+        trials, sr_var = sweep_trials(Path(args.sweep))
 
     cfg = _cfg(args)
     out = Path(args.out or f"out/report-{args.run_id}")
@@ -62,7 +91,13 @@ def cmd_report(args: argparse.Namespace) -> int:
         f"analysing {args.run_id}: metrics, round trips, {args.mc_runs:,} Monte Carlo runs x 2"
     ):
         doc = analyse_run(
-            cfg, args.run_id, out, mc_runs=args.mc_runs, seed=args.seed, trials=args.trials
+            cfg,
+            args.run_id,
+            out,
+            mc_runs=args.mc_runs,
+            seed=args.seed,
+            trials=trials,
+            sr_var=sr_var,
         )
     print_headline(doc, console)
     for w in doc["warnings"]:
@@ -123,7 +158,19 @@ def add_report_verbs(
         "--trials",
         type=int,
         default=1,
-        help="strategy variants tried before this one, for the deflated Sharpe ratio",
+        help="strategy variants tried to pick this one, for the deflated Sharpe ratio "
+        "(with --sharpe-var)",
+    )
+    s.add_argument(
+        "--sharpe-var",
+        type=float,
+        help="variance of the trials' annualised Sharpe ratios (with --trials N > 1)",
+    )
+    s.add_argument(
+        "--sweep",
+        metavar="SWEEP_JSON",
+        help="take --trials and --sharpe-var from a `cryptoflow sweep` result (its in-sample "
+        "Sharpe ratios)",
     )
     config_args(s)
     s.set_defaults(fn=cmd_report)

@@ -66,8 +66,8 @@ def print_results(r: SweepResult, out: Console) -> None:
         f"{fmt(co.get(m))}, return {_pct(co.get('total_return'))} (run {co.get('run_id')}; "
         f"in sample {fmt(ci.get(m))}, {_pct(ci.get('total_return'))}). IS/OOS rank "
         f"correlation {rho} over {n_oos} confirmed points. {len(r.points)} points tried: "
-        f"`cryptoflow backtest ... {sets}` then `cryptoflow report RUN --trials "
-        f"{len(r.points)}` deflates its Sharpe for the search.",
+        f"`cryptoflow backtest ... {sets}` then `cryptoflow report RUN --sweep "
+        f"<out>/sweep.json` deflates its Sharpe for the search.",
         markup=False,
         highlight=False,
         soft_wrap=True,

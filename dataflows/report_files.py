@@ -131,6 +131,7 @@ def analyse_run(
     mc_runs: int = 1000,
     seed: int = 0,
     trials: int = 1,
+    sr_var: float = 0.0,
     client: Any = None,
 ) -> dict[str, Any]:
     """Load, analyse, store the round trips, write the files (when `out_dir`)."""
@@ -149,7 +150,7 @@ def analyse_run(
         near = difflib.get_close_matches(run_id, known, n=1, cutoff=0.5)
         near += [k for k in known if k.startswith(run_id) and k not in near]
         raise RunNotFound(f"{exc}{f'; did you mean {near[0]}?' if near else ''}") from None
-    doc, trips = analyze(data, mc_runs=mc_runs, seed=seed, trials=trials)
+    doc, trips = analyze(data, mc_runs=mc_runs, seed=seed, trials=trials, sr_var=sr_var)
     store_round_trips(client, ch.database, run_id, trips)
     if out_dir is not None:
         write_analysis(out_dir, doc)

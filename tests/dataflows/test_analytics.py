@@ -199,3 +199,40 @@ def test_a_run_without_trades_still_reports(ch_dsn: str, ch_db: str, tmp_path: P
     assert any("no trades" in w for w in doc["warnings"])
     assert doc["metrics"]["benchmark"]["sharpe"] is not None
     assert "no trades" in (out / "report.html").read_text()
+
+
+def test_report_deflates_the_sharpe_of_a_sweeps_pick(
+    run, ch_dsn: str, ch_db: str, tmp_path: Path
+) -> None:
+    """--sweep: N tried points and the variance of their Sharpe ratios -> DSR, checked against
+    the paper's formula written out here (Bailey & Lopez de Prado 2014)."""
+    from statistics import NormalDist, variance
+
+    import numpy as np
+
+    cfg, run_id, out, _ = run
+    sharpes = [-3.0, 1.5, 4.0, 0.5]
+    sweep = tmp_path / "sweep.json"
+    sweep.write_text(json.dumps({"points": [{"is_sharpe": v, "skipped": ""} for v in sharpes]}))
+    conf = tmp_path / "c.toml"
+    conf.write_text(f'[clickhouse]\ndsn = "{ch_dsn}"\ndatabase = "{ch_db}"\n')
+    rep = tmp_path / "dsr"
+    args = ["report", run_id, "--out", str(rep), "--config", str(conf), "--mc-runs", "0"]
+    assert main([*args, "--sweep", str(sweep)]) == 0
+    s = json.loads((rep / "report.json").read_text())["metrics"]["strategy"]
+    _, eq = _equity(out)
+    e = np.array([cfg.portfolio.initial_cash, *eq])
+    r = e[1:] / e[:-1] - 1
+    n, sr = len(r), r.mean() / r.std(ddof=1)
+    z = (r - r.mean()) / r.std()
+    skew, kurt = (z**3).mean(), (z**4).mean()
+    nd, g, trials = NormalDist(), 0.5772156649015329, len(sharpes)
+    var = variance(sharpes) / 525_600  # annualised -> per 1m bar
+    sr0 = math.sqrt(var) * (
+        (1 - g) * nd.inv_cdf(1 - 1 / trials) + g * nd.inv_cdf(1 - 1 / (trials * math.e))
+    )
+    want = nd.cdf((sr - sr0) * math.sqrt(n - 1) / math.sqrt(1 - skew * sr + (kurt - 1) / 4 * sr**2))
+    assert s["dsr_trials"] == trials
+    assert s["dsr"] == pytest.approx(want, rel=1e-9, abs=1e-12)
+    assert s["dsr"] <= s["psr"]
+    assert main([*args, "--trials", "4"]) == 2  # trials without their variance: refused
