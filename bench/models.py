@@ -2,9 +2,13 @@
 (replay), for XGBoost (3-class) and LightGBM (binary), 300 trees, one thread.
 
 Features: the `full` set computed by the streaming operators over the shipped real January 2024
-ETHUSDT bars (BTCUSDT as the pair reference); labels: the sign of the 10-bar forward return. The
-timed call is `ModelProducer.score` — what the flow calls — so it includes building the feature
-matrix, calibration (Platt), the decision rule and the `Prediction`/`Signal` structs.
+ETHUSDT bars (BTCUSDT as the pair reference); labels: the sign of the 10-bar forward return.
+Three timings per model, each one row at a time (p50/p99) and in batches of 1000 (rows/s):
+  stock     the booster's own predict (XGBoost inplace_predict, LightGBM Booster.predict)
+  forest    `TreeModel.raw_proba`: the flattened forest's kernel (ADR 0013), what scoring uses
+  producer  `ModelProducer.score` — what the flow calls — so it adds building the feature
+            matrix, calibration (Platt), the decision rule and the `Prediction`/`Signal` structs
+plus the one-off costs: flattening the booster, the probe check, loading the compiled kernel.
 
     .venv/bin/python bench/models.py [--rows 2000] [--trees 300]
 """
@@ -14,7 +18,9 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import lightgbm as lgb
 import numpy as np
@@ -25,6 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from operators.features import feature_set  # noqa: E402
+from operators.models import flat_forest  # noqa: E402
 from operators.models.decision import ThresholdDecision  # noqa: E402
 from operators.models.producers import ModelProducer  # noqa: E402
 from operators.models.tree import Calibration, ModelSpec, TreeModel  # noqa: E402
@@ -57,14 +64,33 @@ def rows() -> tuple[list[tuple[Bar, tuple[float, ...]]], np.ndarray, tuple[str, 
     return out, y, fs.columns, fs.version
 
 
-def latency(p: ModelProducer, rs: list[tuple[Bar, tuple[float, ...]]], n: int) -> np.ndarray:
+def latency(score: Callable[[Any], object], rs: Sequence[Any], n: int) -> np.ndarray:
     t = np.empty(n)
     for i in range(n):
-        r = [rs[i % len(rs)]]
+        r = rs[i % len(rs)]
         t0 = time.perf_counter_ns()
-        p.score(r)
+        score(r)
         t[i] = time.perf_counter_ns() - t0
     return t / 1e3  # µs
+
+
+def throughput(score: Callable[[Any], object], rs: Sequence[Any], size: int = 1000) -> float:
+    t0 = time.perf_counter()
+    for i in range(0, len(rs), size):
+        score(rs[i : i + size])
+    return len(rs) / (time.perf_counter() - t0)
+
+
+def report(
+    name: str, score: Callable[[Any], object], one: Sequence[Any], batch: Any, n: int
+) -> None:
+    latency(score, one, 200)  # warm up
+    p50, p99 = np.percentile(latency(score, one, n), [50, 99])
+    rate = throughput(score, batch)
+    print(
+        f"  {name:8s} one row: p50 {p50:7.1f} µs  p99 {p99:7.1f} µs | "
+        f"batches of 1000: {rate:>9,.0f} rows/s"
+    )
 
 
 def main() -> None:
@@ -75,43 +101,46 @@ def main() -> None:
     rs, y, cols, version = rows()
     x = np.array([v for _, v in rs])
     print(f"{len(rs):,} real rows x {len(cols)} features (full set), {args.trees} trees, 1 thread")
+    t0 = time.perf_counter()
+    flat_forest._kernels()
+    print(
+        f"compiled kernel loaded in {time.perf_counter() - t0:.2f} s "
+        "(numba's cache; the first run on a machine compiles)"
+    )
     xparams = {"objective": "multi:softprob", "num_class": 3, "max_depth": 6, "nthread": 1}
     xb = xgb.train(xparams, xgb.DMatrix(x, y), args.trees)
     lparams = {"objective": "binary", "num_leaves": 31, "num_threads": 1, "verbose": -1}
     lb = lgb.train(lparams, lgb.Dataset(x, (y == 2).astype(int)), args.trees)
-    models = {
-        "xgboost": TreeModel(
-            ModelSpec(
-                "xgboost",
-                (-1, 0, 1),
-                cols,
-                "full",
-                version,
-                Calibration("platt", (-4.0, -4.0, -4.0), (2.0, 2.0, 2.0)),
-            ),
-            xb,
-        ),
-        "lightgbm": TreeModel(
-            ModelSpec(
-                "lightgbm", (0, 1), cols, "full", version, Calibration("platt", (-4.0,), (2.0,))
-            ),
-            lb,
-        ),
+    cals = {
+        "xgboost": Calibration("platt", (-4.0, -4.0, -4.0), (2.0, 2.0, 2.0)),
+        "lightgbm": Calibration("platt", (-4.0,), (2.0,)),
     }
-    for kind, m in models.items():
-        dec = ThresholdDecision(m.spec.classes)
-        p = ModelProducer("bench", m, kind, "v1", cols, version, 0, dec)
-        latency(p, rs, 200)  # warm up
-        lat = latency(p, rs, args.rows)
+    classes = {"xgboost": (-1, 0, 1), "lightgbm": (0, 1)}
+    stock = {
+        "xgboost": lambda a: xb.inplace_predict(a, validate_features=False),
+        "lightgbm": lambda a: lb.predict(a, num_threads=1),
+    }
+    one_rows = [x[i : i + 1] for i in range(len(x))]
+    for kind, booster in (("xgboost", xb), ("lightgbm", lb)):
         t0 = time.perf_counter()
-        for i in range(0, len(rs), 1000):
-            p.score(rs[i : i + 1000])
-        batch = len(rs) / (time.perf_counter() - t0)
-        p50, p99 = np.percentile(lat, [50, 99])
+        forest = flat_forest.from_booster(kind, booster)
+        t1 = time.perf_counter()
+        forest.check(booster)
+        t2 = time.perf_counter()
+        spec = ModelSpec(kind, classes[kind], cols, "full", version, cals[kind])  # type: ignore[arg-type]
+        m = TreeModel(spec, booster, forest)
         print(
-            f"{kind:9s} one row: p50 {p50:7.1f} µs  p99 {p99:7.1f} µs | batches of 1000: "
-            f"{batch:,.0f} rows/s"
+            f"{kind}: {forest.n_trees} trees, {forest.n_nodes:,} nodes; flattened in "
+            f"{(t1 - t0) * 1e3:.0f} ms, probe check {(t2 - t1) * 1e3:.0f} ms"
         )
+        if not np.array_equal(forest.margin(x), flat_forest.booster_margin(kind, booster, x)):
+            raise SystemExit(f"{kind}: the forest's margins differ from the booster's")
+        report("stock", stock[kind], one_rows, x, args.rows)
+        report("forest", m.raw_proba, one_rows, x, args.rows)
+        p = ModelProducer(
+            "bench", m, kind, "v1", cols, version, 0, ThresholdDecision(m.spec.classes)
+        )
+        report("producer", p.score, [[r] for r in rs], rs, args.rows)
 
 
 if __name__ == "__main__":

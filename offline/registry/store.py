@@ -8,7 +8,10 @@ Writers never leave a half-written version or pointer: a version is built in a t
 inside `<root>/<name>/` and renamed into place (a rename onto an existing, non-empty `v<N>` fails,
 so two registrations racing for one number end on two numbers), and PROMOTED is written beside
 itself and `os.replace`d. Readers verify the model file against meta.json's sha256 before any
-booster is built: an edited or corrupted model is refused, never scored.
+booster is built: an edited or corrupted model is refused, never scored. Each version also
+holds forest.npz, the flattened trees it is scored with (written at registration; rebuilt at
+promotion if missing or stale, so versions registered before it existed get one), tied to the
+model file's sha256: loading refuses a stale one.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from importlib.metadata import version as package_version
 from pathlib import Path
 from typing import Any
 
-from operators.models.tree import MODEL_FILES, TreeModel, spec_json
+from operators.models.tree import MODEL_FILES, TreeModel, ensure_forest, spec_json
 
 META_FILE = "meta.json"
 PROMOTED_FILE = "PROMOTED"
@@ -218,6 +221,7 @@ def register(root: Path, name: str, model: TreeModel, meta: dict[str, Any]) -> M
     tmp = folder / f".tmp-{uuid.uuid4().hex}"
     try:
         model.save(tmp)
+        model.save_forest(tmp)
         model_file = tmp / MODEL_FILES[model.spec.kind]
         full = {
             **meta,
@@ -252,6 +256,7 @@ def promote(root: Path, name: str, version: str) -> ModelVersion:
         raise RegistryError("promote takes a version (v<N> or latest), not 'promoted'")
     mv = resolve(root, name, version)
     mv.verify()  # never promote a model that would be refused when loaded
+    ensure_forest(mv.path)  # the scoring artifact: (re)built here if missing or stale
     folder = mv.path.parent
     before = promoted(root, name)
     ts = time.time_ns()

@@ -8,6 +8,8 @@ for binary models; a tie between both firing goes to flat, never to a side."""
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -46,3 +48,12 @@ class ThresholdDecision:
     def confidence(self, proba: np.ndarray) -> np.ndarray:
         """The largest class probability of each row."""
         return np.asarray(proba.max(axis=1), dtype=np.float64)
+
+    def decide(self, p: Sequence[float]) -> tuple[int, float]:
+        """`directions` and `confidence` of one row of Python floats, without numpy's per-call
+        cost (the live path decides a row at a time): the same comparisons, so the same
+        answers, a NaN confidence included when any probability is NaN."""
+        up, down = self._cols
+        go_long, go_short = p[up] >= self.long, p[down] >= self.short
+        d = 1 if go_long and not go_short else -1 if go_short and not go_long else 0
+        return d, math.nan if any(map(math.isnan, p)) else max(p)

@@ -91,31 +91,37 @@ class ModelProducer:
             )
         self.model = model
         self.model_version = model_version
-        self._idx = np.array([self.columns.index(c) for c in spec.feature_columns], dtype=np.intp)
+        idx = [self.columns.index(c) for c in spec.feature_columns]
+        # None: the model's columns are the running set's, in order (no column pick per call)
+        self._idx = None if idx == list(range(len(self.columns))) else np.array(idx, np.intp)
 
     def score(self, rows: Sequence[Row]) -> list[Scored]:
-        out: list[Scored] = [(None, None)] * len(rows)
-        start = min(len(rows), max(0, self.warmup - self.seen))
-        self.seen += len(rows)
-        live = rows[start:]
-        if not live:
+        n = len(rows)
+        out: list[Scored] = [(None, None)] * n
+        start = min(n, max(0, self.warmup - self.seen))
+        self.seen += n
+        if start == n:
             return out
-        x = np.array([v for _, v in live], dtype=np.float64)[:, self._idx]
-        proba = self.model.predict_proba(x)
-        dirs = self.decision.directions(proba).tolist()
-        conf = self.decision.confidence(proba).tolist()
-        classes = self.decision.classes
+        if n - start == 1:  # live: one row, no list to build
+            x = np.array((rows[start][1],), dtype=np.float64)
+        else:
+            x = np.array([v for _, v in rows[start:]], dtype=np.float64)
+        if self._idx is not None:
+            x = x[:, self._idx]
+        proba = self.model.predict_proba(x).tolist()
+        decide, classes = self.decision.decide, self.decision.classes
         name, model, version = self.name, self.model_name, self.model_version
-        fv = self.feature_version
-        for i, (bar, _) in enumerate(live):
-            p = tuple(proba[i].tolist())
-            d, c = int(dirs[i]), conf[i]
+        fv, last = self.feature_version, self.last
+        for i, row in enumerate(proba, start):
+            bar = rows[i][0]
+            p = tuple(row)
+            d, c = decide(p)
             pred = Prediction(
                 name, bar.symbol, bar.ts_close, bar.ts_init, model, version, fv, classes, p, d, c
             )
             sig = None
-            if d != self.last:
-                self.last = d
+            if d != last:
+                last = d
                 sig = Signal(
                     symbol=bar.symbol,
                     ts_event=bar.ts_close,
@@ -131,7 +137,8 @@ class ModelProducer:
                     confidence=c,
                     horizon=self.horizon,
                 )
-            out[start + i] = (sig, pred)
+            out[i] = (sig, pred)
+        self.last = last
         return out
 
 

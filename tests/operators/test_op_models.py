@@ -7,7 +7,9 @@ at a time, a pickled producer resuming mid-stream bit for bit, warm-up, and refu
 from __future__ import annotations
 
 import copy
+import math
 import pickle
+from collections.abc import Callable
 from pathlib import Path
 
 import lightgbm as lgb
@@ -114,6 +116,85 @@ def test_binary_calibration_sets_the_negative_class() -> None:
     assert np.array_equal(got[:, 1], want1) and np.array_equal(got[:, 0], 1 - want1)
     with pytest.raises(ValueError, match="2 classes, the model 1"):
         calibrate(Calibration("platt", (1.0, 2.0), (0.0, 0.0)), p)
+
+
+def scalar_calibrate(
+    cal: Calibration, raw: np.ndarray, exp: Callable[[float], float]
+) -> np.ndarray:
+    """The calibration written out per element in Python floats, with a given exp."""
+    k = raw.shape[1]
+    cols = [1] if k == 2 else list(range(k))
+    out = np.empty_like(raw)
+    for i, row in enumerate(raw.tolist()):
+        if cal.method == "platt":
+            q = [1.0 / (1.0 + exp(cal.a[j] * row[c] + cal.b[j])) for j, c in enumerate(cols)]
+        else:  # clipped to the fitted range, then numpy's interpolation
+            q = [
+                float(np.interp(min(max(row[c], cal.x[j][0]), cal.x[j][-1]), cal.x[j], cal.y[j]))
+                for j, c in enumerate(cols)
+            ]
+        if k == 2:
+            out[i] = (1.0 - q[0], q[0])
+            continue
+        total = 0.0
+        for v in q:
+            total += v
+        out[i] = [v / total for v in q] if total > 0.0 else [1.0 / k] * k
+    return out
+
+
+def test_calibration_is_per_element_and_one_row_equals_a_batch(
+    xmodel: TreeModel, lmodel: TreeModel
+) -> None:
+    x, _ = xy(rows(1000))
+    edge3 = [[np.nan, 0.5, 0.5], [0.0, 0.0, 0.0], [5.0, -3.0, 1e300], [-0.0, 1.0, 2.0]]
+    edge2 = [[np.nan, np.nan], [0.5, 0.0], [0.0, -7.0], [-1e300, 1e300]]
+    raw3 = np.vstack([xmodel.raw_proba(x), edge3])
+    raw2 = np.vstack([lmodel.raw_proba(x), edge2])
+    iso_x, iso_y = (0.1, 0.3, 0.35, 0.6), (0.05, 0.2, 0.5, 0.9)
+    cases = [
+        (Calibration("platt", (-4.1, -3.3, -5.2), (2.2, 1.7, 2.6)), raw3),
+        (Calibration("platt", (800.0,) * 3, (800.0,) * 3), raw3),  # exp overflows: uniform rows
+        (Calibration("platt", (-6.0,), (1.5,)), raw2),
+        (Calibration("isotonic", x=(iso_x,) * 3, y=(iso_y, iso_y[::-1], (0.0,) * 4)), raw3),
+        (Calibration("isotonic", x=(iso_x,), y=(iso_y,)), raw2),
+    ]
+    for cal, raw in cases:
+        with np.errstate(over="ignore", invalid="ignore"):
+            batch = calibrate(cal, raw)
+            one = np.vstack([calibrate(cal, raw[i : i + 1]) for i in range(len(raw))])
+            ref = scalar_calibrate(cal, raw, lambda t: float(np.exp(t)))
+        assert np.array_equal(one, batch, equal_nan=True), cal  # live row == replay batch
+        assert np.array_equal(np.signbit(one), np.signbit(batch)), cal
+        assert np.array_equal(batch, ref, equal_nan=True), cal  # per element, bit for bit
+    # numpy's exp against libm's: 1 ulp apart at most, which the sigmoid's 1 + e and 1 / (.)
+    # may round to 2 ulp, and the normalization (a sum, a division) to 4
+    cal = Calibration("platt", (-4.1, -3.3, -5.2), (2.2, 1.7, 2.6))
+    raw = xmodel.raw_proba(x)
+    z = np.array([cal.a]) * raw + np.array([cal.b])
+    e = np.exp(z)
+    libm = np.array([math.exp(t) for t in z.ravel().tolist()]).reshape(z.shape)
+    assert np.all(np.abs(e - libm) <= np.spacing(libm))
+    ref = scalar_calibrate(cal, raw, math.exp)
+    assert np.all(np.abs(calibrate(cal, raw) - ref) <= 4 * np.spacing(ref))
+    bcal = Calibration("platt", (-6.0,), (1.5,))
+    bref = scalar_calibrate(bcal, raw2[:-4], math.exp)[:, 1]
+    assert np.all(np.abs(calibrate(bcal, raw2[:-4])[:, 1] - bref) <= 2 * np.spacing(bref))
+
+
+def test_one_row_decision_equals_the_array_rule() -> None:
+    rng = np.random.default_rng(5)
+    for classes in ((-1, 0, 1), (0, 1), (1, -1)):
+        dec = ThresholdDecision(classes, 0.5, 0.45)
+        p = rng.dirichlet(np.ones(len(classes)), 2000)
+        p[:40] = np.round(p[:40], 1)  # exactly on a threshold
+        p[40:45, 0] = np.nan
+        p[45:50, -1] = np.nan
+        got = [dec.decide(r) for r in p.tolist()]
+        assert [d for d, _ in got] == dec.directions(p).tolist()
+        conf = np.array([c for _, c in got])
+        assert np.array_equal(conf, dec.confidence(p), equal_nan=True)
+        assert all(type(d) is int for d, _ in got)
 
 
 def test_decision_rule_and_neutral_band() -> None:
