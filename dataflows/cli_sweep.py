@@ -83,7 +83,8 @@ def print_results(r: SweepResult, out: Console) -> None:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from dataflows.sweep import SweepSpec, parse_param, parse_window, run_sweep
+    from dataflows.sweep import SweepSpec, run_sweep
+    from dataflows.sweep_params import parse_param, parse_window
 
     cfg = _cfg(args)
     _probe_topic(cfg, args.source)

@@ -22,7 +22,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from dataflows.sweep import utc_text
+from dataflows.sweep_params import utc_text
 from schemas.config import Config
 
 

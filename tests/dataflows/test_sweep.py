@@ -27,13 +27,11 @@ from dataflows.sweep import (
     SweepResult,
     SweepSpec,
     judge,
-    parse_param,
-    parse_window,
-    point_config,
     ranks,
     run_sweep,
     spearman,
 )
+from dataflows.sweep_params import parse_param, parse_window, point_config
 from infra.clickhouse import connect, query_df
 from schemas.config import Config
 from tests.dataflows.flowkit import sma_config
