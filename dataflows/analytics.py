@@ -351,8 +351,8 @@ def _bh_cash(
     """The buy-and-hold portfolio's idle cash at each time: a symbol's share is cash until its
     first close (so exposure counts only what is bought)."""
     share = initial / max(len(closes), 1)
-    first = np.array([c[0][0] for c in closes.values()], dtype=np.int64)
-    return np.array([share * int(np.sum(first > t)) for t in at.tolist()])
+    first = np.sort(np.array([c[0][0] for c in closes.values()], dtype=np.int64))
+    return share * (len(first) - np.searchsorted(first, at, side="right"))
 
 
 def _period_dict(r: Any) -> dict[str, Any]:
