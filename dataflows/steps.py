@@ -159,14 +159,17 @@ class SignalLogic(_Shim):
             if self.refresh is not None:
                 self.refresh(st)
             return self._scored(st, value)
+        if st is None:  # no bar in the batch
+            return ([value] if value else []), self.RETAIN
+        # a strategy that takes the batch's bars at once (the same signals as one at a time)
+        many = getattr(st, "update_many", None)
+        sigs = iter(many([item[0] for item in value if type(item) is tuple]) if many else ())
         for item in value:
             if type(item) is not tuple:
                 out.append(item)
                 continue
             bar = item[0]
-            if st is None:
-                st = self.state = self.new_strategy(bar.symbol)
-            sig = st.update(bar)
+            sig = next(sigs) if many is not None else st.update(bar)
             out.append(bar)
             if sig is not None:
                 out.append(sig)

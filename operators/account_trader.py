@@ -33,13 +33,14 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import msgspec
 
 from operators.account import Account, AccountError
 from operators.account_orders import dead_fill, order_event, with_working, working_market_qty
+from operators.account_quiet import book_quiet, can_book_quietly
 from operators.execution_sim import ExecutionSim, to_fill
 from operators.risk.black_swan import BlackSwan
 from operators.risk.brackets import Brackets, ExitOrder, both_touched
@@ -78,6 +79,8 @@ _NO_SPEC = SymbolSpec(0.0, 0.0, 0.0)
 
 
 class AccountTrader:
+    batch_quiet = True  # quiet steps in one pass (account_quiet.py); tests: False, one by one
+
     def __init__(
         self,
         symbols: Sequence[str],
@@ -212,6 +215,33 @@ class AccountTrader:
         pending = self._pending
         live = [w for s, w in self._watermark.items() if s not in self.stale]
         limit = min(live) if live else max(self._watermark.values())
+        quiet: list[list[Decision]] = []  # steps with nothing to decide, booked in one pass
+        for at_t in self._due(pending, limit, final):
+            if (
+                self.batch_quiet
+                and all(sig is None and b.close > 0.0 for b, sig in at_t)
+                and (quiet or can_book_quietly(self))  # nothing in a quiet step changes that
+            ):
+                quiet.append(at_t)
+                continue
+            if quiet:
+                book_quiet(self, quiet, out)
+                quiet = []
+            self._step(at_t, out)
+        if quiet:
+            book_quiet(self, quiet, out)
+
+    @staticmethod
+    def _due(
+        pending: dict[str, deque[Decision]], limit: int, final: bool
+    ) -> Iterator[list[Decision]]:
+        """The decisions at each open time that may be released, oldest first, symbols in name
+        order (like `pending`)."""
+        if len(pending) == 1:  # one symbol: every step is one decision
+            (q,) = pending.values()
+            while q and (final or q[0][0].ts_event <= limit):
+                yield [q.popleft()]
+            return
         while True:
             heads = [q[0][0].ts_event for q in pending.values() if q]
             if not heads:
@@ -219,8 +249,7 @@ class AccountTrader:
             t = min(heads)
             if not final and t > limit:
                 return
-            at_t = [q.popleft() for q in pending.values() if q and q[0][0].ts_event == t]
-            self._step(at_t, out)  # symbols in name order, like `pending`
+            yield [q.popleft() for q in pending.values() if q and q[0][0].ts_event == t]
 
     def _step(self, at_t: list[Decision], out: list[msgspec.Struct]) -> None:
         acct = self.account

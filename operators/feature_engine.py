@@ -57,32 +57,46 @@ class FeatureEngine:
     def update(self, bars: Sequence[Bar]) -> list[Out]:
         """Rows released and rejected bars (with the reason), in order, so outputs do not depend
         on how the input was batched. Bars of symbols outside the group are rejected too: they
-        would otherwise be silently dropped."""
+        would otherwise be silently dropped. Without alignment, each run of one symbol's
+        accepted bars is computed at once (`FeatureSet.update_batch`: the same values)."""
         rows: list[Out] = []
+        run: list[Bar] = []  # accepted bars of one symbol not computed yet (no alignment)
         for bar in bars:
             sym = bar.symbol
             guard = self.guards.get(sym)
             if guard is None:
+                self._flush_run(rows, run)
                 self._reject(rows, bar, f"symbol not in feature group {list(self.symbols)}")
                 continue
             verdicts = guard.check(bar)
             if verdicts is None:
-                self._take(rows, bar)
+                if self.align:
+                    self._pending[sym].append(bar)
+                else:
+                    if run and run[0].symbol != sym:
+                        self._flush_run(rows, run)
+                    run.append(bar)
                 continue
             for b, problem in verdicts:
                 if problem is None:
-                    self._take(rows, b)
+                    if self.align:
+                        self._pending[b.symbol].append(b)
+                        continue
+                    if run and run[0].symbol != b.symbol:
+                        self._flush_run(rows, run)
+                    run.append(b)
                 else:
+                    self._flush_run(rows, run)
                     self._reject(rows, b, problem)
+        self._flush_run(rows, run)
         if self.align:
             self._release(rows, final=False)
         return rows
 
-    def _take(self, rows: list[Out], bar: Bar) -> None:
-        if self.align:
-            self._pending[bar.symbol].append(bar)
-        else:
-            rows.append((bar, self._set(bar.symbol).update(bar)))
+    def _flush_run(self, rows: list[Out], run: list[Bar]) -> None:
+        if run:
+            rows.extend(zip(run, self._set(run[0].symbol).update_batch(run), strict=True))
+            run.clear()
 
     def _reject(self, rows: list[Out], bar: Bar, reason: str) -> None:
         self.rejected[bar.symbol] = self.rejected.get(bar.symbol, 0) + 1

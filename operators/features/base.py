@@ -9,6 +9,11 @@ A feature is a small picklable state object, updated with one closed bar at a ti
     update(bar) -> float            one output (NaN while warming up)
     update(bar) -> tuple[float,...] several outputs, in `columns` order
 
+Optionally, a family may also take a whole run of one symbol's bars at once (a replay's batch):
+    update_many(cols: BarColumns) -> list   the outputs `update` would return bar by bar, and
+                                            the same state after (tests/operators/featurecheck.py
+                                            holds every family that has it to that)
+
 Pair (cross-asset) features also have `ref: str` (the reference symbol) and take the reference
 symbol's bar at the same open time, or None when it has none: `update(bar, ref_bar)`.
 
@@ -20,6 +25,7 @@ lookahead-check`) checks this empirically.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import ClassVar, Protocol, runtime_checkable
 
 from schemas.messages import Bar
@@ -63,3 +69,21 @@ class PairFeature(Protocol):
     ref: str
 
     def update(self, bar: Bar, ref_bar: Bar | None) -> float | tuple[float, ...]: ...
+
+
+class BarColumns:
+    """A run of bars of one symbol, with each field as a list made once for every feature that
+    reads it."""
+
+    def __init__(self, bars: Sequence[Bar]) -> None:
+        self.bars = bars
+        self._cols: dict[str, list[float]] = {}
+
+    def __len__(self) -> int:
+        return len(self.bars)
+
+    def field(self, name: str) -> list[float]:
+        col = self._cols.get(name)
+        if col is None:
+            col = self._cols[name] = [getattr(b, name) for b in self.bars]
+        return col

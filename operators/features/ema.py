@@ -3,7 +3,7 @@ convention, so the stream equals talib.EMA at every bar)."""
 
 from __future__ import annotations
 
-from operators.features.base import FIELDS, NAN, spec_name
+from operators.features.base import FIELDS, NAN, BarColumns, spec_name
 from schemas.messages import Bar
 
 
@@ -35,3 +35,19 @@ class EMA:
         else:
             self.value = (x - self.value) * self.k + self.value
         return self.value
+
+    def update_many(self, cols: BarColumns) -> list[float]:
+        n, k = self.n, self.k
+        count, seed, v = self._count, self._seed, self.value
+        out: list[float] = []
+        for x in cols.field(self.field):  # update's arithmetic, in locals
+            count += 1
+            if count < n:
+                seed += x
+            elif count == n:
+                v = (seed + x) / n
+            else:
+                v = (x - v) * k + v
+            out.append(v)
+        self._count, self._seed, self.value = count, seed, v
+        return out

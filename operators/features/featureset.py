@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from operator import itemgetter
 from typing import Any, Protocol
 
+from operators.features.base import BarColumns
 from operators.features.registry import FeatureSpec, build, output_columns, parse_spec
 from schemas.messages import Bar
 
@@ -48,6 +49,35 @@ def _compile(specs: Sequence[FeatureSpec], features: Sequence[Any]) -> UpdateFn:
     return env["update"]  # type: ignore[no-any-return]
 
 
+RowsFn = Callable[..., list[tuple[float, ...]]]
+
+
+def _compile_rows(specs: Sequence[FeatureSpec], features: Sequence[Any]) -> RowsFn:
+    """`rows(o0, o1, ...)`: per-feature output lists (what each `update` returned, bar by bar)
+    -> the set's rows, selecting columns exactly as `_compile` does."""
+    env: dict[str, Any] = {}
+    items: list[str] = []
+    for i, (spec, feat) in enumerate(zip(specs, features, strict=True)):
+        idx = output_columns(spec, feat)[0]
+        if len(feat.columns) == 1:
+            items.append(f"a{i}")
+        elif len(idx) == len(feat.columns):
+            items.append(f"*a{i}")
+        elif len(idx) == 1:
+            items.append(f"a{i}[{idx[0]}]")
+        else:
+            env[f"p{i}"] = itemgetter(*idx)
+            items.append(f"*p{i}(a{i})")
+    names = [f"a{i}" for i in range(len(features))]
+    outs = [f"o{i}" for i in range(len(features))]
+    src = (
+        f"def rows({', '.join(outs)}):\n"
+        f"    return [({', '.join(items)},) for {', '.join(names)}, in zip({', '.join(outs)})]\n"
+    )
+    exec(compile(src, "<featureset-rows>", "exec"), env)  # source built from our own specs only
+    return env["rows"]  # type: ignore[no-any-return]
+
+
 class FeatureSet:
     # Values in `columns` order after one bar. `refs`: reference symbols' bars at the same open
     # time, for pair features (missing ones count as gaps). The compiled function itself, not a
@@ -72,15 +102,38 @@ class FeatureSet:
         self.warmup = max(f.warmup for f in self.features)
         self.version = version_of(self.specs, self.features)
         self.update = _compile(self.specs, self.features)
+        self._rows = _compile_rows(self.specs, self.features)
+
+    def update_batch(self, bars: Sequence[Bar]) -> list[tuple[float, ...]]:
+        """`[update(b) for b in bars]` for a run of one symbol's bars without reference bars,
+        one family at a time: those with `update_many` take the whole run (equal values and
+        state, tests/operators/test_op_feature_batch.py), the others bar by bar."""
+        if not bars:
+            return []
+        cols = BarColumns(bars)
+        outs: list[list[Any]] = []
+        for f in self.features:
+            many = getattr(f, "update_many", None)
+            if many is not None:
+                outs.append(many(cols))
+            elif getattr(f, "ref", None) is not None:
+                u = f.update
+                outs.append([u(b, None) for b in bars])
+            else:
+                u = f.update
+                outs.append([u(b) for b in bars])
+        return self._rows(*outs)
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         del state["update"]  # generated code does not pickle; rebuilt from the features
+        del state["_rows"]
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self.update = _compile(self.specs, self.features)
+        self._rows = _compile_rows(self.specs, self.features)
 
     @property
     def names(self) -> list[str]:

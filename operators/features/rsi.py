@@ -3,7 +3,7 @@ gains/losses (TA-Lib's RSI with unstable period 0: first value at the (n+1)-th c
 
 from __future__ import annotations
 
-from operators.features.base import NAN, spec_name
+from operators.features.base import NAN, BarColumns, spec_name
 from schemas.messages import Bar
 
 
@@ -46,3 +46,34 @@ class RSI:
         total = self._gain + self._loss
         self.value = 100.0 * self._gain / total if total != 0.0 else 0.0
         return self.value
+
+    def update_many(self, cols: BarColumns) -> list[float]:
+        n = self.n
+        prev, count, g, lo, v = self._prev, self._count, self._gain, self._loss, self.value
+        out: list[float] = []
+        for price in cols.field("close"):  # update's arithmetic, in locals
+            if prev is None:
+                prev = price
+                out.append(v)
+                continue
+            diff = price - prev
+            prev = price
+            gain = diff if diff > 0 else 0.0
+            loss = -diff if diff < 0 else 0.0
+            count += 1
+            if count < n:
+                g += gain
+                lo += loss
+                out.append(v)
+                continue
+            if count == n:
+                g = (g + gain) / n
+                lo = (lo + loss) / n
+            else:
+                g = (g * (n - 1) + gain) / n
+                lo = (lo * (n - 1) + loss) / n
+            total = g + lo
+            v = 100.0 * g / total if total != 0.0 else 0.0
+            out.append(v)
+        self._prev, self._count, self._gain, self._loss, self.value = prev, count, g, lo, v
+        return out

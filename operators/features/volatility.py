@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from collections import deque
 
-from operators.features.base import NAN, spec_name
+from operators.features.base import NAN, BarColumns, spec_name
 from schemas.messages import Bar
 
 _K = 80
@@ -56,3 +56,27 @@ class RealizedVol:
             # exact integer numerator (>= 0 by Cauchy-Schwarz), one correctly rounded division
             self.value = math.sqrt((w * s2 - s * s) / self._den)
         return self.value
+
+    def update_many(self, cols: BarColumns) -> list[float]:
+        w, den, log, sqrt, two_k = self.w, self._den, math.log, math.sqrt, _TWO_K
+        prev, rets, s, s2, v = self._prev, self._rets, self._sum, self._sumsq, self.value
+        out: list[float] = []
+        for close in cols.field("close"):  # update's arithmetic, in locals
+            if prev is None:
+                prev = close
+                out.append(v)
+                continue
+            r = round(log(close / prev) * two_k)
+            prev = close
+            rets.append(r)
+            s += r
+            s2 += r * r
+            if len(rets) > w:
+                old = rets.popleft()
+                s -= old
+                s2 -= old * old
+            if len(rets) == w:
+                v = sqrt((w * s2 - s * s) / den)
+            out.append(v)
+        self._prev, self._sum, self._sumsq, self.value = prev, s, s2, v
+        return out

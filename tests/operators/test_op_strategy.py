@@ -7,9 +7,12 @@ import itertools
 import pickle
 from decimal import Decimal
 from fractions import Fraction
+from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from operators.features import feature_set
 from operators.features.sma import SMA
@@ -292,3 +295,68 @@ def test_featureset_get() -> None:
     for f in fs.features:
         assert fs.get(f.name) is f
     assert fs.get("sma_11") is None
+
+
+# --- a run of bars at once ------------------------------------------------------------------------
+
+
+def _strategy_state(s: SmaCross) -> Any:
+    return (
+        s._prev_sign,
+        [(list(m._window), m.exact_sum, repr(m.value)) for m in (s.fast, s.slow)],
+    )
+
+
+@pytest.mark.parametrize(("fast", "slow"), [(1, 2), (10, 50), (240, 1440), (3, 7)])
+@pytest.mark.parametrize("cuts", [[], [1, 2, 3], [49, 50, 51, 2_000], [5_000]])
+def test_update_many_equals_update_for_any_split(fast: int, slow: int, cuts: list[int]) -> None:
+    bars = real_bars("BTCUSDT")[:8_000]
+    one, many = SmaCross("BTCUSDT", fast, slow), SmaCross("BTCUSDT", fast, slow)
+    ref = [one.update(b) for b in bars]
+    got: list[Signal | None] = []
+    edges = [0, *cuts, len(bars)]
+    for i, (a, b) in enumerate(itertools.pairwise(edges)):
+        run = bars[a:b]
+        got += [many.update(x) for x in run] if i % 2 else many.update_many(run)
+    assert got == ref
+    assert sum(s is not None for s in got) > 5
+    assert _strategy_state(many) == _strategy_state(one)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.integers(0, 40_000),
+    st.lists(st.integers(0, 600), max_size=6),
+    st.sampled_from([(2, 3), (5, 20), (10, 50)]),
+)
+def test_update_many_any_window_of_real_bars(
+    k: int, cuts: list[int], periods: tuple[int, int]
+) -> None:
+    bars = real_bars("ETHUSDT")[k : k + 600]
+    one, many = SmaCross("ETHUSDT", *periods), SmaCross("ETHUSDT", *periods)
+    ref = [one.update(b) for b in bars]
+    edges = [0, *sorted(cuts), len(bars)]
+    got = [s for a, b in itertools.pairwise(edges) for s in many.update_many(bars[a:b])]
+    assert got == ref
+    assert _strategy_state(many) == _strategy_state(one)
+
+
+def test_update_many_with_shared_averages_or_huge_prices_goes_one_at_a_time() -> None:
+    fs = feature_set("core")
+    bars = real_bars("ETHUSDT")[:500]
+    strat = SmaCross("ETHUSDT", 10, 50, shared=(fs.get("sma_10"), fs.get("sma_50")))  # type: ignore[arg-type]
+    ref_fs = feature_set("core")
+    ref = SmaCross("ETHUSDT", 10, 50, shared=(ref_fs.get("sma_10"), ref_fs.get("sma_50")))  # type: ignore[arg-type]
+    want = []
+    for b in bars:
+        ref_fs.update(b)
+        want.append(ref.update(b))
+    got = []
+    for b in bars:  # the set updates the shared averages; update_many must not move them again
+        fs.update(b)
+        got += strat.update_many([b])
+    assert got == want
+    huge = [Bar("X", i, i + 1, 1e12, 1e12, 1e12, 1e12 + (i % 7), 1.0) for i in range(300)]
+    a, b = SmaCross("X", 10, 50), SmaCross("X", 10, 50)
+    assert b.update_many(huge) == [a.update(x) for x in huge]
+    assert _strategy_state(a) == _strategy_state(b)
