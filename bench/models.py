@@ -3,7 +3,8 @@
 
 Features: the `full` set computed by the streaming operators over the shipped real January 2024
 ETHUSDT bars (BTCUSDT as the pair reference); labels: the sign of the 10-bar forward return.
-Three timings per model, each one row at a time (p50/p99) and in batches of 1000 (rows/s):
+Three timings per model (XGBoost twice: 300 trees = 100 rounds x 3 classes, and 300 rounds =
+900 trees), each one row at a time (p50/p99) and in batches of 1000 (rows/s):
   stock     the booster's own predict (XGBoost inplace_predict, LightGBM Booster.predict)
   forest    `TreeModel.raw_proba`: the flattened forest's kernel (ADR 0013), what scoring uses
   producer  `ModelProducer.score` — what the flow calls — so it adds building the feature
@@ -31,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from operators.features import feature_set  # noqa: E402
-from operators.models import flat_forest  # noqa: E402
+from operators.models import flat_forest, forest_kernels  # noqa: E402
 from operators.models.decision import ThresholdDecision  # noqa: E402
 from operators.models.producers import ModelProducer  # noqa: E402
 from operators.models.tree import Calibration, ModelSpec, TreeModel  # noqa: E402
@@ -102,13 +103,15 @@ def main() -> None:
     x = np.array([v for _, v in rs])
     print(f"{len(rs):,} real rows x {len(cols)} features (full set), {args.trees} trees, 1 thread")
     t0 = time.perf_counter()
-    flat_forest._kernels()
+    forest_kernels.kernels()
     print(
         f"compiled kernel loaded in {time.perf_counter() - t0:.2f} s "
         "(numba's cache; the first run on a machine compiles)"
     )
     xparams = {"objective": "multi:softprob", "num_class": 3, "max_depth": 6, "nthread": 1}
-    xb = xgb.train(xparams, xgb.DMatrix(x, y), args.trees)
+    # 3 classes: a boosting round adds 3 trees. `--trees` trees in all (rounds = trees / 3),
+    # and as many rounds as LightGBM's trees (3x the trees)
+    xbs = [xgb.train(xparams, xgb.DMatrix(x, y), r) for r in (args.trees // 3, args.trees)]
     lparams = {"objective": "binary", "num_leaves": 31, "num_threads": 1, "verbose": -1}
     lb = lgb.train(lparams, lgb.Dataset(x, (y == 2).astype(int)), args.trees)
     cals = {
@@ -116,12 +119,13 @@ def main() -> None:
         "lightgbm": Calibration("platt", (-4.0,), (2.0,)),
     }
     classes = {"xgboost": (-1, 0, 1), "lightgbm": (0, 1)}
-    stock = {
-        "xgboost": lambda a: xb.inplace_predict(a, validate_features=False),
-        "lightgbm": lambda a: lb.predict(a, num_threads=1),
-    }
     one_rows = [x[i : i + 1] for i in range(len(x))]
-    for kind, booster in (("xgboost", xb), ("lightgbm", lb)):
+    for kind, booster in (("xgboost", xbs[0]), ("xgboost", xbs[1]), ("lightgbm", lb)):
+        stock = (
+            (lambda a, b=booster: b.inplace_predict(a, validate_features=False))
+            if kind == "xgboost"
+            else (lambda a: lb.predict(a, num_threads=1))
+        )
         t0 = time.perf_counter()
         forest = flat_forest.from_booster(kind, booster)
         t1 = time.perf_counter()
@@ -135,7 +139,7 @@ def main() -> None:
         )
         if not np.array_equal(forest.margin(x), flat_forest.booster_margin(kind, booster, x)):
             raise SystemExit(f"{kind}: the forest's margins differ from the booster's")
-        report("stock", stock[kind], one_rows, x, args.rows)
+        report("stock", stock, one_rows, x, args.rows)
         report("forest", m.raw_proba, one_rows, x, args.rows)
         p = ModelProducer(
             "bench", m, kind, "v1", cols, version, 0, ThresholdDecision(m.spec.classes)

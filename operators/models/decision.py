@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -20,6 +20,7 @@ class ThresholdDecision:
     classes: tuple[int, ...]
     long: float = 0.55
     short: float = 0.55
+    _up_down: tuple[int, int] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         for name, v in (("long", self.long), ("short", self.short)):
@@ -27,17 +28,12 @@ class ThresholdDecision:
                 raise ValueError(f"decision threshold {name} must be in (0, 1], got {v!r}")
         if set(self.classes) not in ({-1, 0, 1}, {-1, 1}, {0, 1}):
             raise ValueError(f"no decision rule for classes {self.classes}")
-
-    @property
-    def _cols(self) -> tuple[int, int]:
-        c = self.classes
-        if -1 in c:
-            return c.index(1), c.index(-1)
-        return c.index(1), c.index(0)
+        c = self.classes  # the long and short score columns, once (decide runs per row)
+        object.__setattr__(self, "_up_down", (c.index(1), c.index(-1 if -1 in c else 0)))
 
     def directions(self, proba: np.ndarray) -> np.ndarray:
         """int8 direction per row of an (n, n_classes) probability array."""
-        up, down = self._cols
+        up, down = self._up_down
         go_long = proba[:, up] >= self.long
         go_short = proba[:, down] >= self.short
         out = np.zeros(proba.shape[0], dtype=np.int8)
@@ -53,7 +49,7 @@ class ThresholdDecision:
         """`directions` and `confidence` of one row of Python floats, without numpy's per-call
         cost (the live path decides a row at a time): the same comparisons, so the same
         answers, a NaN confidence included when any probability is NaN."""
-        up, down = self._cols
+        up, down = self._up_down
         go_long, go_short = p[up] >= self.long, p[down] >= self.short
         d = 1 if go_long and not go_short else -1 if go_short and not go_long else 0
         return d, math.nan if any(map(math.isnan, p)) else max(p)

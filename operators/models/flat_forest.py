@@ -19,19 +19,17 @@ bits 1-2: lightgbm missing type), `roots` and `group` (the class a tree adds to)
 
 from __future__ import annotations
 
-import functools
 import hashlib
-import importlib
 import io
 import json
 import math
-import types
 import zipfile
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+
+from operators.models.forest_kernels import BLOCK_MIN_ROWS, kernels
 
 FOREST_FILE = "forest.npz"
 FORMAT = 1
@@ -128,15 +126,18 @@ class FlatForest:
         link, ft = LINKS[self.link], lay.recf.dtype
         margin = np.empty((n, len(lay.base)), dtype=ft)
         proba = np.empty((n, self.n_classes), dtype=np.float64)
-        args = (lay.rec, lay.recf, lay.sroots, lay.active, lay.pos, lay.group, lay.base)
-        xgb_kernel, lgb_kernel = _kernels()
+        # the same floats either way (forest_kernels.py says which walk pays where)
+        walk = "blocks" if n >= BLOCK_MIN_ROWS and self.kind == "lightgbm" else "rows"
+        levels = lay.sdepth if walk == "blocks" else lay.active
+        args = (lay.rec, lay.recf, lay.sroots, levels, lay.pos, lay.group, lay.base)
+        kernel = kernels()[self.kind, walk]
         if self.kind == "xgboost":
             with np.errstate(over="ignore"):  # xgboost's static_cast: beyond float32 is inf
                 x32 = np.ascontiguousarray(x, dtype=np.float32)
-            xgb_kernel(x32, *args, link, self.scale, margin, proba)
+            kernel(x32, *args, link, self.scale, margin, proba)
         else:
             x64 = np.ascontiguousarray(x, dtype=np.float64)
-            lgb_kernel(x64, *args, link, self.scale, KZERO, margin, proba)
+            kernel(x64, *args, link, self.scale, KZERO, margin, proba)
         return margin, proba
 
     def _rows(self, x: np.ndarray) -> np.ndarray:
@@ -281,6 +282,7 @@ class _Layout:
         self.sroots = np.ascontiguousarray(roots[order], dtype=np.int32)
         self.active = np.array([(tree_depth > d).sum() for d in range(tree_depth.max())])
         self.active = self.active.astype(np.int32)
+        self.sdepth = np.ascontiguousarray(tree_depth[order], dtype=np.int32)  # per slot
         self.pos = np.empty(len(order), dtype=np.int32)
         self.pos[order] = np.arange(len(order), dtype=np.int32)
         self.group = a["group"].copy()  # writable: the kernel's signatures take plain arrays
@@ -433,121 +435,3 @@ def from_lightgbm(booster: Any) -> FlatForest:
         "base": np.zeros(per_iter),
     }
     return FlatForest("lightgbm", n_features, link, scale, arrays)
-
-
-# --------------------------------------------------------------------------- kernels
-# Plain Python, compiled by numba once per machine (cache=True) for the signatures below. Per
-# row, all trees descend one level at a time (deepest first, leaves loop onto themselves): the
-# trees' walks are independent, so the CPU overlaps them instead of waiting on one dependent
-# load chain, and the branch-free step has no direction to mispredict. Leaves are then added in
-# tree order. Loop vectorization is off: the gathers it emits are slower here than scalar loads.
-
-Kernel = Callable[..., None]
-
-
-def _xgb_kernel(
-    x: Any, rec: Any, recf: Any, sroots: Any, active: Any, pos: Any, group: Any, base: Any,
-    link: int, scale: float, margin: Any, proba: Any,
-) -> None:  # fmt: skip
-    n, g = margin.shape
-    t_n = len(sroots)
-    nodes = np.empty(t_n, np.int32)
-    for i in range(n):
-        xi = x[i]
-        for o in range(t_n):
-            nodes[o] = sroots[o]
-        for d in range(len(active)):
-            for o in range(active[d]):
-                nd = nodes[o]
-                w = rec[nd, 0]
-                v = xi[w & 0xFFFFFF]
-                right = np.int32(v >= recf[nd, 1]) | (np.int32(v != v) & (w >> 24))
-                nodes[o] = rec[nd, 2 + (right & 1)]
-        for j in range(g):
-            margin[i, j] = base[j]
-        for t in range(t_n):
-            margin[i, group[t]] += recf[nodes[pos[t]], 1]  # float32 + float32, tree order
-    _link(margin, link, scale, proba)
-
-
-def _lgb_kernel(
-    x: Any, rec: Any, recf: Any, sroots: Any, active: Any, pos: Any, group: Any, base: Any,
-    link: int, scale: float, kzero: float, margin: Any, proba: Any,
-) -> None:  # fmt: skip
-    n, g = margin.shape
-    t_n, f_n = len(sroots), x.shape[1]
-    nodes = np.empty(t_n, np.int32)
-    xr = np.empty(f_n, np.float64)
-    for i in range(n):
-        for f in range(f_n):
-            v = x[i, f]
-            xr[f] = 0.0 if abs(v) <= kzero else v
-        for o in range(t_n):
-            nodes[o] = sroots[o]
-        for d in range(len(active)):
-            for o in range(active[d]):
-                nd = nodes[o]
-                w = rec[nd, 0]
-                v = xr[w & 0xFFFFFF]
-                isnan = np.int32(v != v)
-                zero = np.int32(v == 0.0) & (w >> 25)  # bit 1: 0 goes the default side
-                gt = np.int32(v > recf[nd, 2])
-                keep = (1 - isnan) & (1 - zero)
-                right = (isnan & (w >> 24)) | (zero & (w >> 26)) | (keep & gt)
-                nodes[o] = rec[nd, 1 + (right & 1)]
-        for j in range(g):
-            margin[i, j] = base[j]
-        for t in range(t_n):
-            margin[i, group[t]] += recf[nodes[pos[t]], 2]
-    _link(margin, link, scale, proba)
-
-
-def _link(m: Any, code: int, scale: float, out: Any) -> None:
-    n, g = m.shape
-    for i in range(n):
-        if code == 1:
-            p = 1.0 / (1.0 + math.exp(-scale * np.float64(m[i, 0])))
-            out[i, 0] = 1.0 - p
-            out[i, 1] = p
-        elif code == 2:
-            for j in range(g):
-                out[i, j] = 1.0 / (1.0 + math.exp(-scale * np.float64(m[i, j])))
-        else:
-            top = np.float64(m[i, 0])
-            for j in range(1, g):
-                top = max(top, np.float64(m[i, j]))
-            total = 0.0
-            for j in range(g):
-                out[i, j] = math.exp(np.float64(m[i, j]) - top)
-                total += out[i, j]
-            for j in range(g):
-                out[i, j] = out[i, j] / total
-
-
-def _signature(f: str, extra: str = "") -> str:
-    a, i = f"{f}[:, ::1]", "int32[::1]"
-    inputs = f"{a}, int32[:, ::1], {a}, {i}, {i}, {i}, {i}, {f}[::1], int64, float64, {extra}"
-    return f"void({inputs}{a}, float64[:, ::1])"
-
-
-@functools.cache
-def _kernels() -> tuple[Kernel, Kernel]:
-    try:
-        numba: Any = importlib.import_module("numba")
-    except ImportError as exc:
-        raise ImportError(
-            "tree-model scoring compiles its kernel with numba: pip install -e '.[trees]'"
-        ) from exc
-    cfg = numba.config
-    saved = cfg.LOOP_VECTORIZE, cfg.SLP_VECTORIZE
-    cfg.LOOP_VECTORIZE = cfg.SLP_VECTORIZE = False
-    try:
-        jit = functools.partial(numba.njit, cache=True, nogil=True, boundscheck=False)
-        # The kernels call the compiled link: the same code objects, seeing it as `_link`.
-        names = globals() | {"_link": jit(_link)}
-        xgb, lgb = (
-            types.FunctionType(f.__code__, names, f.__name__) for f in (_xgb_kernel, _lgb_kernel)
-        )
-        return jit(_signature("float32"))(xgb), jit(_signature("float64", "float64, "))(lgb)
-    finally:
-        cfg.LOOP_VECTORIZE, cfg.SLP_VECTORIZE = saved

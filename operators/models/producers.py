@@ -108,14 +108,18 @@ class ModelProducer:
             x = np.array([v for _, v in rows[start:]], dtype=np.float64)
         if self._idx is not None:
             x = x[:, self._idx]
-        proba = self.model.predict_proba(x).tolist()
-        decide, classes = self.decision.decide, self.decision.classes
+        arr = self.model.predict_proba(x)
+        proba = arr.tolist()
+        dec, classes = self.decision, self.decision.classes
+        if len(proba) == 1:  # live: one row in plain floats, no numpy call per row
+            decided = [dec.decide(tuple(proba[0]))]
+        else:  # the same comparisons on the whole array (tests/operators/test_op_models.py)
+            decided = list(zip(dec.directions(arr).tolist(), dec.confidence(arr).tolist()))
         name, model, version = self.name, self.model_name, self.model_version
         fv, last = self.feature_version, self.last
-        for i, row in enumerate(proba, start):
+        for i, row, (d, c) in zip(range(start, n), proba, decided):
             bar = rows[i][0]
             p = tuple(row)
-            d, c = decide(p)
             pred = Prediction(
                 name, bar.symbol, bar.ts_close, bar.ts_init, model, version, fv, classes, p, d, c
             )
