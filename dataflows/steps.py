@@ -104,14 +104,16 @@ class FeaturesLogic(_Shim):
         """`counts`: the engine's reject counters before the update (dead-letter numbers)."""
         fs = self.state.template  # type: ignore[union-attr]
         name, version, store = fs.name, fs.version, self.store
-        for bar, v in rows:
+        add = out.append
+        for row in rows:
+            bar, v = row
             if type(v) is str:
                 n = counts[bar.symbol] = counts.get(bar.symbol, 0) + 1
-                out.append(dead_letter_for(bar, "features", v, f"features:{bar.symbol}:{n}"))
+                add(dead_letter_for(bar, "features", v, f"features:{bar.symbol}:{n}"))
                 continue
-            out.append((bar, v))
+            add(row)
             if store:  # right after its row: the event order never depends on batching
-                out.append(FeatureRow(bar.symbol, bar.ts_event, bar.ts_init, name, version, v))
+                add(FeatureRow(bar.symbol, bar.ts_event, bar.ts_init, name, version, v))
 
     def on_item(self, value: list[Any]) -> tuple[list[Batch], bool]:
         if self.state is None:

@@ -140,24 +140,26 @@ class AccountTrader:
 
     def update(self, items: Sequence[Decision | Command | DeadLetter]) -> list[msgspec.Struct]:
         out: list[msgspec.Struct] = []
+        pending, mark, stale = self._pending, self._watermark, self.stale
         for item in items:
-            if type(item) is DeadLetter:  # an undecodable command: kept, not applied
-                out.append(item)
-                continue
             if type(item) is not tuple:
+                if type(item) is DeadLetter:  # an undecodable command: kept, not applied
+                    out.append(item)
+                    continue
                 self._release(out, final=False)
                 out.extend(self.command(item))  # type: ignore[arg-type]
                 continue
-            bar, sig = item
+            bar = item[0]
             sym = bar.symbol
-            q = self._pending.get(sym)
+            q = pending.get(sym)
             if q is None:
                 raise ValueError(f"{sym} is not one of the account's symbols {list(self.symbols)}")
-            if bar.ts_event <= self._watermark[sym]:
+            if bar.ts_event <= mark[sym]:
                 raise ValueError(f"{sym} bar at {bar.ts_event} is not after the last one")
-            self._watermark[sym] = bar.ts_event
-            self.stale.discard(sym)
-            q.append((bar, sig))
+            mark[sym] = bar.ts_event
+            if stale:
+                stale.discard(sym)
+            q.append(item)
         self._release(out, final=False)
         return out
 
@@ -216,14 +218,18 @@ class AccountTrader:
         live = [w for s, w in self._watermark.items() if s not in self.stale]
         limit = min(live) if live else max(self._watermark.values())
         quiet: list[list[Decision]] = []  # steps with nothing to decide, booked in one pass
+        batch = self.batch_quiet
         for at_t in self._due(pending, limit, final):
-            if (
-                self.batch_quiet
-                and all(sig is None and b.close > 0.0 for b, sig in at_t)
-                and (quiet or can_book_quietly(self))  # nothing in a quiet step changes that
-            ):
-                quiet.append(at_t)
-                continue
+            if batch:
+                if len(at_t) == 1:
+                    b, sig = at_t[0]
+                    calm = sig is None and b.close > 0.0  # a bad close: the one-step path
+                else:
+                    calm = all(sig is None and b.close > 0.0 for b, sig in at_t)
+                # nothing in a quiet step changes whether the next one can be quiet
+                if calm and (quiet or can_book_quietly(self)):
+                    quiet.append(at_t)
+                    continue
             if quiet:
                 book_quiet(self, quiet, out)
                 quiet = []

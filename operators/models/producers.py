@@ -114,10 +114,12 @@ class ModelProducer:
         if len(proba) == 1:  # live: one row in plain floats, no numpy call per row
             decided = [dec.decide(tuple(proba[0]))]
         else:  # the same comparisons on the whole array (tests/operators/test_op_models.py)
-            decided = list(zip(dec.directions(arr).tolist(), dec.confidence(arr).tolist()))
+            decided = list(
+                zip(dec.directions(arr).tolist(), dec.confidence(arr).tolist(), strict=True)
+            )
         name, model, version = self.name, self.model_name, self.model_version
         fv, last = self.feature_version, self.last
-        for i, row, (d, c) in zip(range(start, n), proba, decided):
+        for i, row, (d, c) in zip(range(start, n), proba, decided, strict=True):
             bar = rows[i][0]
             p = tuple(row)
             pred = Prediction(
