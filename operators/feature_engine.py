@@ -113,6 +113,25 @@ class FeatureEngine:
         return rows
 
     def _release(self, rows: list[Out], final: bool) -> None:
+        steps: list[dict[str, Bar]] = []
+        self._due(steps, final)
+        if not steps:
+            return
+        # Each symbol's run of released bars at once (`update_batch`, each bar with the bars of
+        # its open time as references), then the rows in time, then symbol, order.
+        runs: dict[str, list[Bar]] = {}
+        refs: dict[str, list[dict[str, Bar]]] = {}
+        for at_t in steps:
+            for s, bar in at_t.items():
+                runs.setdefault(s, []).append(bar)
+                refs.setdefault(s, []).append(at_t)
+        values = {s: iter(self._set(s).update_batch(run, refs[s])) for s, run in runs.items()}
+        for at_t in steps:
+            for s, bar in at_t.items():  # in symbol order, like `pending`
+                rows.append((bar, next(values[s])))
+
+    def _due(self, steps: list[dict[str, Bar]], final: bool) -> None:
+        """Pop the bars that may be released, grouped by open time, oldest first."""
         pending = self._pending
         # Every symbol has shown its bars up to `limit` (-1: a symbol has sent none yet).
         limit = min(g.watermark for g in self.guards.values())
@@ -124,8 +143,7 @@ class FeatureEngine:
             if not final and t > limit:
                 return
             at_t = {s: q.popleft() for s, q in pending.items() if q and q[0].ts_event == t}
-            for s, bar in at_t.items():  # in symbol order, like `pending`
-                rows.append((bar, self._set(s).update(bar, at_t)))
+            steps.append(at_t)
 
     @property
     def held(self) -> int:

@@ -104,24 +104,31 @@ class FeatureSet:
         self.update = _compile(self.specs, self.features)
         self._rows = _compile_rows(self.specs, self.features)
 
-    def update_batch(self, bars: Sequence[Bar]) -> list[tuple[float, ...]]:
-        """`[update(b) for b in bars]` for a run of one symbol's bars without reference bars,
-        one family at a time: those with `update_many` take the whole run (equal values and
-        state, tests/operators/test_op_feature_batch.py), the others bar by bar."""
+    def update_batch(
+        self, bars: Sequence[Bar], refs: Sequence[Mapping[str, Bar]] | None = None
+    ) -> list[tuple[float, ...]]:
+        """`[update(b, r) for b, r in zip(bars, refs)]` for a run of one symbol's bars (`refs`:
+        each bar's reference bars, None: none), one family at a time: those with `update_many`
+        take the whole run (equal values and state, tests/operators/test_op_feature_batch.py),
+        the others bar by bar. Families never share state, so the order across them is free."""
         if not bars:
             return []
+        if refs is not None and len(refs) != len(bars):
+            raise ValueError(f"{len(refs)} reference maps for {len(bars)} bars")
         cols = BarColumns(bars)
         outs: list[list[Any]] = []
         for f in self.features:
             many = getattr(f, "update_many", None)
+            ref = getattr(f, "ref", None)
+            u = f.update
             if many is not None:
                 outs.append(many(cols))
-            elif getattr(f, "ref", None) is not None:
-                u = f.update
+            elif ref is None:
+                outs.append([u(b) for b in bars])
+            elif refs is None:
                 outs.append([u(b, None) for b in bars])
             else:
-                u = f.update
-                outs.append([u(b) for b in bars])
+                outs.append([u(b, r.get(ref)) for b, r in zip(bars, refs, strict=True)])
         return self._rows(*outs)
 
     def __getstate__(self) -> dict[str, Any]:
