@@ -8,7 +8,7 @@ columns share ADX's warm-up 2n-1 (the DI columns are NaN before it)."""
 
 from __future__ import annotations
 
-from operators.features.base import NAN, spec_name
+from operators.features.base import NAN, BarColumns, spec_name
 from schemas.messages import Bar
 
 _NAN3 = (NAN, NAN, NAN)
@@ -89,3 +89,95 @@ class ADX:
         if count < 2 * n:
             return _NAN3
         return (adx, plus_di, minus_di)
+
+    def update_many(self, cols: BarColumns) -> list[tuple[float, float, float]]:
+        n = self.n
+        n2 = 2 * n
+        nf, n1 = float(n), float(n - 1)  # float op int converts the int first: the same op
+        count0, ph, pl, pc = self._count, self._ph, self._pl, self._pc
+        pdm, mdm, trs, adx = self._pdm, self._mdm, self._tr, self._adx
+        count = count0
+        out: list[tuple[float, float, float]] = []
+        append = out.append
+        bars = iter(cols.bars)  # attribute reads beat building field lists
+        for b in bars if count < n2 else ():  # update's arithmetic, in locals, while warming up
+            h = b.high
+            lo = b.low
+            count += 1
+            if count == 1:
+                ph, pl, pc = h, lo, b.close
+                append(_NAN3)
+                continue
+            diff_p = h - ph
+            diff_m = pl - lo
+            tr = h - lo
+            t = abs(h - pc)
+            if t > tr:
+                tr = t
+            t = abs(lo - pc)
+            if t > tr:
+                tr = t
+            ph, pl, pc = h, lo, b.close
+            if count <= n:
+                if diff_m > 0.0 and diff_p < diff_m:
+                    mdm = mdm + diff_m
+                elif diff_p > 0.0 and diff_p > diff_m:
+                    pdm = pdm + diff_p
+                trs += tr
+                append(_NAN3)
+                continue
+            pdm -= pdm / nf
+            mdm -= mdm / nf
+            if diff_m > 0.0 and diff_p < diff_m:
+                mdm += diff_m
+            elif diff_p > 0.0 and diff_p > diff_m:
+                pdm += diff_p
+            trs = trs - trs / nf + tr
+            if trs != 0.0:
+                plus_di = 100.0 * (pdm / trs)
+                minus_di = 100.0 * (mdm / trs)
+                s = minus_di + plus_di
+                if s != 0.0:
+                    dx = 100.0 * (abs(minus_di - plus_di) / s)
+                    adx += dx  # bars n..2n-1: sum the first n DX
+            else:
+                plus_di = minus_di = 0.0
+            if count == n2:
+                adx /= nf
+                append((adx, plus_di, minus_di))
+                break
+            append(_NAN3)
+        k0 = len(out)
+        for b in bars:  # then Wilder smoothing only
+            h = b.high
+            lo = b.low
+            diff_p = h - ph
+            diff_m = pl - lo
+            tr = h - lo
+            t = abs(h - pc)
+            if t > tr:
+                tr = t
+            t = abs(lo - pc)
+            if t > tr:
+                tr = t
+            ph, pl, pc = h, lo, b.close
+            pdm -= pdm / nf
+            mdm -= mdm / nf
+            if diff_m > 0.0 and diff_p < diff_m:
+                mdm += diff_m
+            elif diff_p > 0.0 and diff_p > diff_m:
+                pdm += diff_p
+            trs = trs - trs / nf + tr
+            if trs != 0.0:
+                plus_di = 100.0 * (pdm / trs)
+                minus_di = 100.0 * (mdm / trs)
+                s = minus_di + plus_di
+                if s != 0.0:
+                    adx = (adx * n1 + 100.0 * (abs(minus_di - plus_di) / s)) / nf
+            else:
+                plus_di = minus_di = 0.0
+            append((adx, plus_di, minus_di))
+        self._count = count + len(out) - k0
+        self._ph, self._pl, self._pc = ph, pl, pc
+        self._pdm, self._mdm, self._tr, self._adx = pdm, mdm, trs, adx
+        return out

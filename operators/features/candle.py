@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from operators.features.base import BarColumns
 from schemas.messages import Bar
 
 _FLAT = (0.0, 0.0, 0.0)
@@ -27,3 +28,21 @@ class Candle:
         if c >= o:
             return ((c - o) / rng, (h - c) / rng, (o - lo) / rng)
         return ((c - o) / rng, (h - o) / rng, (c - lo) / rng)
+
+    def update_many(self, cols: BarColumns) -> list[tuple[float, float, float]]:
+        out: list[tuple[float, float, float]] = []
+        append = out.append
+        for b in cols.bars:  # update's arithmetic, inlined (attribute reads beat field lists)
+            h = b.high
+            lo = b.low
+            rng = h - lo
+            if rng == 0.0:
+                append(_FLAT)
+                continue
+            o = b.open
+            c = b.close
+            if c >= o:
+                append(((c - o) / rng, (h - c) / rng, (o - lo) / rng))
+            else:
+                append(((c - o) / rng, (h - o) / rng, (c - lo) / rng))
+        return out

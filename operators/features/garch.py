@@ -17,12 +17,24 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from itertools import chain
+from operator import truediv
 
-from operators.features.base import NAN, spec_name
+import numpy as np
+
+from operators.features.base import NAN, BarColumns, spec_name
+from operators.features.parkinson import (
+    MIN_RUN,
+    last_sum,
+    slide,
+    window_means,
+    window_sums,
+)
 from schemas.messages import Bar
 
 _K = 110
 _TWO_K = float(2**_K)
+_INV_TWO_K = 2.0**-_K
 
 
 class Garch:
@@ -74,3 +86,41 @@ class Garch:
         self._h = h
         self.value = math.sqrt(h)
         return self.value
+
+    def update_many(self, cols: BarColumns) -> list[float]:
+        bars = cols.bars
+        if len(bars) < MIN_RUN:
+            return [self.update(b) for b in bars]
+        closes = cols.field("close")
+        prev, window, n = self._prev, self._window, self.n
+        if prev is None:  # the first close only starts the returns
+            pairs = map(truediv, closes[1:], closes)
+        else:
+            pairs = map(truediv, closes, chain((prev,), closes))
+        try:
+            rs = list(map(math.log, pairs))
+        except (ArithmeticError, ValueError):
+            return [self.update(b) for b in bars]  # update raises: it does, in its place
+        r = np.array(rs, dtype=np.float64)
+        q = r * r
+        v = np.rint(q * _TWO_K)  # round(): ties to even, an exact integer
+        sums = window_sums(window, self._sum, n, v) if rs else None
+        if sums is None:  # out of the kernels' range (or a NaN, where update raises), or no return
+            return [self.update(b) for b in bars]
+        hi, lo = sums
+        full = max(n - len(window) - 1, 0)  # the first return whose window is full
+        out = [self.value] * ((prev is None) + min(full, len(rs)))
+        if full < len(rs):
+            ms = (window_means(hi[full:], lo[full:], n) * _INV_TWO_K).tolist()  # s / den, exactly
+            w, alpha, beta, h = self._w, self.alpha, self.beta, self._h
+            hs: list[float] = []
+            for m, qi in zip(ms, q[full:].tolist(), strict=True):  # update's recursion, in locals
+                h = w * m + alpha * qi + beta * h if h == h else m
+                hs.append(h)
+            self._h = h
+            out += np.sqrt(hs).tolist()
+            self.value = out[-1]
+        self._prev = closes[-1]
+        self._window = slide(window, v, n)
+        self._sum = last_sum(hi, lo)
+        return out

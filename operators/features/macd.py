@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections import deque
 
-from operators.features.base import NAN, spec_name
+from operators.features.base import NAN, BarColumns, spec_name
 from schemas.messages import Bar
 
 _NAN3 = (NAN, NAN, NAN)
@@ -70,3 +70,51 @@ class MACD:
         else:
             self._sig = (line - self._sig) * self._kg + self._sig
         return (line, self._sig, line - self._sig)
+
+    def update_many(self, cols: BarColumns) -> list[tuple[float, float, float]]:
+        fast, slow, signal = self.fast, self.slow, self.signal
+        kf, ks, kg = self._kf, self._ks, self._kg
+        closes = self._closes
+        fe, se, nl, sig = self._fast_ema, self._slow_ema, self._nlines, self._sig
+        out: list[tuple[float, float, float]] = []
+        append = out.append
+        bars = iter(cols.bars)  # attribute reads beat building field lists
+        for b in bars if nl < signal else ():  # update's arithmetic, in locals, while warming up
+            c = b.close
+            if nl == 0:
+                closes.append(c)
+                if len(closes) < slow:
+                    append(_NAN3)
+                    continue
+                total = 0.0
+                for x in closes:
+                    total += x
+                se = total / slow
+                total = 0.0
+                for x in list(closes)[slow - fast :]:
+                    total += x
+                fe = total / fast
+                closes.clear()
+            else:
+                fe = (c - fe) * kf + fe
+                se = (c - se) * ks + se
+            line = fe - se
+            nl += 1
+            if nl < signal:
+                sig += line
+                append(_NAN3)
+                continue
+            sig = (sig + line) / signal
+            append((line, sig, line - sig))
+            break
+        n0 = len(out)
+        for b in bars:  # then three EMA steps a bar
+            c = b.close
+            fe = (c - fe) * kf + fe
+            se = (c - se) * ks + se
+            line = fe - se
+            sig = (line - sig) * kg + sig
+            append((line, sig, line - sig))
+        self._fast_ema, self._slow_ema, self._sig = fe, se, sig
+        self._nlines = nl + len(out) - n0
+        return out

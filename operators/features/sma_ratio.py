@@ -6,9 +6,14 @@ from __future__ import annotations
 
 from collections import deque
 
-from operators.features.base import NAN, spec_name
+import numpy as np
+
+from operators.features.base import NAN, BarColumns, spec_name
 from operators.fixedpoint import SCALE
 from schemas.messages import Bar
+
+_MIN_RUN = 32  # shorter runs: numpy's fixed cost exceeds the loop's
+_EXACT = 2.0**53  # ints up to this are exact doubles
 
 
 class SmaRatio:
@@ -45,3 +50,83 @@ class SmaRatio:
             den = self._sum_slow * self.fast
             self.value = (self._sum_fast * self.slow - den) / den if den != 0 else NAN
         return self.value
+
+    def update_many(self, cols: BarColumns) -> list[float]:
+        closes = cols.field("close")
+        fill = self.slow - len(self._window)  # bars until the window is full
+        if len(closes) - fill >= _MIN_RUN:
+            out = self._update_array(closes, fill)
+            if out is not None:
+                return out
+        try:
+            fresh = [round(c * SCALE) for c in closes]
+        except (ValueError, OverflowError):  # not finite: raise where update would
+            return [self.update(b) for b in cols.bars]
+        return self._update_ints(fresh)
+
+    def _update_ints(self, fresh: list[int]) -> list[float]:
+        """`update`'s arithmetic over closes already in units of 1/SCALE, in locals."""
+        fast, slow = self.fast, self.slow
+        ext = [*self._window, *fresh]  # update's window after ext[j]: ext[j - slow + 1 : j + 1]
+        ss, sf, v = self._sum_slow, self._sum_fast, self.value
+        out: list[float] = []
+        append = out.append
+        i = len(self._window)
+        while i < slow and i < len(ext):  # until the window is full
+            x = ext[i]
+            ss += x
+            sf += x
+            if i >= fast:
+                sf -= ext[i - fast]
+            if i == slow - 1:
+                den = ss * fast
+                v = (sf * slow - den) / den if den != 0 else NAN
+            append(v)
+            i += 1
+        for j in range(i, len(ext)):
+            x = ext[j]
+            ss += x
+            sf += x
+            sf -= ext[j - fast]
+            ss -= ext[j - slow]
+            den = ss * fast
+            v = (sf * slow - den) / den if den != 0 else NAN
+            append(v)
+        if fresh:
+            self._window = deque(ext[-slow:])
+        self._sum_slow, self._sum_fast, self.value = ss, sf, v
+        return out
+
+    def _update_array(self, closes: list[float], fill: int) -> list[float] | None:
+        """`update_many` with the full-window steps in int64 arrays; None, the state untouched,
+        where a close is not finite or a product could leave int64."""
+        fast, slow = self.fast, self.slow
+        scaled = np.asarray(closes, dtype=np.float64) * SCALE  # the products update rounds
+        if not np.isfinite(scaled).all():
+            return None
+        peak = max(float(np.abs(scaled).max()), float(max(map(abs, self._window), default=0)))
+        peak += 1.0
+        if peak * max(slow + len(closes), 2 * fast * slow) >= 2.0**62:
+            return None
+        fresh = np.rint(scaled).astype(np.int64)  # half-even, as round() is
+        head = self._update_ints(fresh[:fill].tolist()) if fill > 0 else []
+        ext = np.concatenate([np.array(self._window, dtype=np.int64), fresh[fill:]])
+        csum = np.zeros(len(ext) + 1, dtype=np.int64)
+        np.cumsum(ext, out=csum[1:])
+        end = csum[slow + 1 :]
+        ss = end - csum[1 : len(ext) - slow + 1]
+        sf = end - csum[slow + 1 - fast : len(ext) + 1 - fast]
+        den = ss * fast
+        num = sf * slow
+        if peak * (2 * fast * slow) <= _EXACT:  # exact doubles: one rounding, as int / int
+            with np.errstate(divide="ignore", invalid="ignore"):
+                q = (num - den).astype(np.float64) / den.astype(np.float64)
+            q[den == 0] = NAN
+            out: list[float] = q.tolist()
+        else:
+            pairs = zip(num.tolist(), den.tolist(), strict=True)
+            out = [(a - d) / d if d != 0 else NAN for a, d in pairs]
+        self._window = deque(ext[-slow:].tolist())
+        self._sum_slow, self._sum_fast = int(ss[-1]), int(sf[-1])
+        self.value = out[-1]
+        return head + out

@@ -6,11 +6,36 @@ from monotonic deques (O(1) amortised); the short SMAs are re-summed each bar (n
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Sequence
 
-from operators.features.base import NAN, spec_name
+import numpy as np
+
+from operators.features.base import NAN, BarColumns, spec_name
+from operators.features.willr import extended, plain_array, rebuild, window_extreme
 from schemas.messages import Bar
 
 _NAN2 = (NAN, NAN)
+_BATCH_MIN = 32  # shorter runs take the inlined loop: numpy's per-call overhead dominates them
+# sum() of floats adds left to right before 3.12 (compensated since): numpy can repeat only that
+SEQUENTIAL_SUM = sum([1e16, 1.0, -1e16]) == 0.0
+
+
+def window_sums(before: deque[float], new: np.ndarray, w: int) -> tuple[list[float], np.ndarray]:
+    """`sum()` of each w-value window of before + new that ends in `new` (`before`: a deque of
+    at most w values), and the last w values of before + new."""
+    prev = list(before)
+    ext = np.concatenate([np.asarray(prev[max(len(prev) - (w - 1), 0) :], np.float64), new])
+    last: list[float] = [*prev, *new[-w:].tolist()][-w:]
+    if len(ext) < w:
+        return last, np.empty(0)
+    if SEQUENTIAL_SUM:
+        win = np.lib.stride_tricks.sliding_window_view(ext, w)
+        acc = 0 + win[:, 0]  # sum() starts from int 0: -0.0 becomes 0.0
+        for j in range(1, w):
+            acc += win[:, j]
+        return last, acc
+    vals = ext.tolist()
+    return last, np.array([sum(vals[j : j + w]) for j in range(len(vals) - w + 1)])
 
 
 class Stochastic:
@@ -67,3 +92,68 @@ class Stochastic:
         if len(slowk) < self.d:
             return _NAN2
         return (sk, sum(slowk) / self.d)
+
+    def update_many(self, cols: BarColumns) -> list[tuple[float, float]]:
+        hs, ls, cs = cols.field("high"), cols.field("low"), cols.field("close")
+        if len(hs) < _BATCH_MIN:
+            return self._loop(hs, ls, cs)
+        ah, al, ac = plain_array(hs), plain_array(ls), plain_array(cs)
+        if ah is None or al is None or ac is None:
+            return self._loop(hs, ls, cs)
+        k, i = self.k, self._i
+        xh, head_h = extended(self._highs, i, k - 1, ah, -np.inf)
+        xl, head_l = extended(self._lows, i, k - 1, al, np.inf)
+        last = i + len(hs)
+        self._highs = rebuild(head_h, hs, last, k, True)
+        self._lows = rebuild(head_l, ls, last, k, False)
+        self._i = last
+        m = len(xh) - k + 1  # bars with a full %K window: the last m
+        if m <= 0:
+            return [_NAN2] * len(hs)
+        ll = window_extreme(xl, k, np.minimum, np.inf)
+        rng = window_extreme(xh, k, np.maximum, -np.inf) - ll
+        with np.errstate(divide="ignore", invalid="ignore"):
+            fk = np.where(rng != 0.0, (ac[-m:] - ll) / rng * 100.0, 0.0)
+        fast, sums = window_sums(self._fastk, fk, self.smooth)
+        self._fastk = deque(fast, maxlen=self.smooth)
+        sk = sums / self.smooth
+        slow, dsums = window_sums(self._slowk, sk, self.d)
+        self._slowk = deque(slow, maxlen=self.d)
+        rows: list[tuple[float, float]] = list(
+            zip(sk[len(sk) - len(dsums) :].tolist(), (dsums / self.d).tolist(), strict=True)
+        )
+        return [_NAN2] * (len(hs) - len(rows)) + rows
+
+    def _loop(
+        self, hs: Sequence[float], ls: Sequence[float], cs: Sequence[float]
+    ) -> list[tuple[float, float]]:
+        k, smooth, d, i = self.k, self.smooth, self.d, self._i
+        highs, lows, fastk, slowk = self._highs, self._lows, self._fastk, self._slowk
+        out: list[tuple[float, float]] = []
+        for h, lo, c in zip(hs, ls, cs, strict=True):  # update's arithmetic, in locals
+            i += 1
+            while highs and highs[-1][1] <= h:
+                highs.pop()
+            highs.append((i, h))
+            while lows and lows[-1][1] >= lo:
+                lows.pop()
+            lows.append((i, lo))
+            first = i - k + 1
+            if highs[0][0] < first:
+                highs.popleft()
+            if lows[0][0] < first:
+                lows.popleft()
+            if first < 0:
+                out.append(_NAN2)
+                continue
+            ll = lows[0][1]
+            rng = highs[0][1] - ll
+            fastk.append((c - ll) / rng * 100.0 if rng != 0.0 else 0.0)
+            if len(fastk) < smooth:
+                out.append(_NAN2)
+                continue
+            sk = sum(fastk) / smooth
+            slowk.append(sk)
+            out.append((sk, sum(slowk) / d) if len(slowk) == d else _NAN2)
+        self._i = i
+        return out

@@ -5,9 +5,14 @@ from __future__ import annotations
 
 from collections import deque
 
-from operators.features.base import NAN, spec_name
+import numpy as np
+
+from operators.features.base import NAN, BarColumns, spec_name
 from operators.fixedpoint import SCALE
 from schemas.messages import Bar
+
+_MIN_RUN = 32  # shorter runs: numpy's fixed cost exceeds the loop's
+_EXACT = 2.0**53  # ints up to this are exact doubles
 
 
 class WMA:
@@ -43,3 +48,73 @@ class WMA:
         if len(window) == n:
             self.value = self._wsum / self._den
         return self.value
+
+    def update_many(self, cols: BarColumns) -> list[float]:
+        closes = cols.field("close")
+        fill = self.n - len(self._window)  # bars until the window is full
+        if len(closes) - fill >= _MIN_RUN:
+            out = self._update_array(closes, fill)
+            if out is not None:
+                return out
+        try:
+            fresh = [round(c * SCALE) for c in closes]
+        except (ValueError, OverflowError):  # not finite: raise where update would
+            return [self.update(b) for b in cols.bars]
+        return self._update_ints(fresh)
+
+    def _update_ints(self, fresh: list[int]) -> list[float]:
+        """`update`'s arithmetic over closes already in units of 1/SCALE, in locals."""
+        n, den = self.n, self._den
+        ext = [*self._window, *fresh]  # ext[j - n] is the value update's popleft() drops
+        s, ws, v = self._sum, self._wsum, self.value
+        out: list[float] = []
+        append = out.append
+        i = len(self._window)
+        while i < n and i < len(ext):  # until the window is full
+            x = ext[i]
+            i += 1
+            s += x
+            ws += i * x
+            if i == n:
+                v = ws / den
+            append(v)
+        for j in range(i, len(ext)):
+            x = ext[j]
+            ws += n * x - s
+            s += x - ext[j - n]
+            v = ws / den
+            append(v)
+        if fresh:
+            self._window = deque(ext[-n:])
+        self._sum, self._wsum, self.value = s, ws, v
+        return out
+
+    def _update_array(self, closes: list[float], fill: int) -> list[float] | None:
+        """`update_many` with the full-window steps in int64 arrays; None, the state untouched,
+        where a close is not finite or a sum could leave int64."""
+        n, den = self.n, self._den
+        scaled = np.asarray(closes, dtype=np.float64) * SCALE  # the products update rounds
+        if not np.isfinite(scaled).all():
+            return None
+        peak = max(float(np.abs(scaled).max()), float(max(map(abs, self._window), default=0)))
+        peak += 1.0
+        if peak * max(n + len(closes), n * (n + 1)) >= 2.0**62:
+            return None
+        fresh = np.rint(scaled).astype(np.int64)  # half-even, as round() is
+        head = self._update_ints(fresh[:fill].tolist()) if fill > 0 else []
+        ext = np.concatenate([np.array(self._window, dtype=np.int64), fresh[fill:]])
+        csum = np.zeros(len(ext) + 1, dtype=np.int64)
+        np.cumsum(ext, out=csum[1:])
+        j = np.arange(n, len(ext))
+        # update's step: wsum += n * v - (the window's sum before v), so wsum is a running sum
+        ws = np.cumsum(n * ext[n:] - (csum[j] - csum[j - n]))
+        ws += self._wsum
+        if peak * (n * (n + 1) // 2) <= _EXACT and den <= _EXACT:  # one rounding, as int / int
+            out: list[float] = (ws.astype(np.float64) / den).tolist()
+        else:
+            out = [w / den for w in ws.tolist()]
+        self._window = deque(ext[-n:].tolist())
+        self._sum = int(csum[-1] - csum[-1 - n])
+        self._wsum = int(ws[-1])
+        self.value = out[-1]
+        return head + out

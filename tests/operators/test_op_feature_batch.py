@@ -29,6 +29,23 @@ BATCHED = {
     "log_returns": ["log_returns_1", "log_returns_5", "log_returns_60"],
     "rsi": ["rsi_2", "rsi_14"],
     "realized_vol": ["realized_vol_2", "realized_vol_20"],
+    "macd": ["macd_12_26_9", "macd_2_3_1", "macd_3_7_4"],
+    "adx": ["adx_14", "adx_2"],
+    "sma_ratio": ["sma_ratio_5_20", "sma_ratio_1_2", "sma_ratio_50_200"],
+    "wma": ["wma_20", "wma_2", "wma_200"],
+    "candle": ["candle"],
+    "obv": ["obv"],
+    "atr": ["atr_14", "atr_1"],
+    "parkinson": ["parkinson_1", "parkinson_20", "parkinson_1440"],
+    "garman_klass": ["garman_klass_1", "garman_klass_20"],
+    "garch": ["garch_1_0p05_0p94", "garch_1440_0p05_0p94", "garch_20_0p3_0"],
+    "vwap_dev": ["vwap_dev_1", "vwap_dev_20"],
+    "volume_zscore": ["volume_zscore_2", "volume_zscore_20"],
+    "cci": ["cci_20", "cci_2", "cci_100"],
+    "bbands": ["bbands_20_2", "bbands_2_1", "bbands_1000_2"],
+    "mfi": ["mfi_14", "mfi_2"],
+    "stoch": ["stoch_14_3_3", "stoch_1_1_1", "stoch_60_10_7"],
+    "willr": ["willr_14", "willr_2", "willr_200"],
 }
 
 
