@@ -25,7 +25,7 @@ from dataflows.datalist import SymbolData, describe, file_inventory, inventory, 
 from dataflows.flow import build_flow, config_feature_set, selected_symbols
 from dataflows.io.files import FileSource, Kind
 from dataflows.io.progress import counted
-from dataflows.producers import pin_models
+from dataflows.producers import model_fingerprints, pin_models
 from dataflows.report import (
     account_initial,
     bar_counts,
@@ -95,11 +95,12 @@ class BacktestSpec:
 ENGINE_VERSION = 3
 
 
-def run_id_for(spec: BacktestSpec, cfg: Config) -> str:
-    """Deterministic: the same inputs, strategy config and engine version give the same run id,
-    so a rerun replaces its own rows instead of adding a second copy."""
+def run_id_for(spec: BacktestSpec, cfg: Config, models: dict[str, str] | None = None) -> str:
+    """Deterministic: the same inputs, strategy config, model files (`models`: producer ->
+    sha256) and engine version give the same run id, so a rerun replaces its own rows instead
+    of adding a second copy."""
     trading = json.loads(cfg.trading_json())
-    doc = {
+    doc: dict[str, object] = {
         "engine": ENGINE_VERSION,
         "source": spec.source,
         "symbols": sorted(spec.symbols),
@@ -107,6 +108,8 @@ def run_id_for(spec: BacktestSpec, cfg: Config) -> str:
         "end": spec.end_ns,
         "config": trading,
     }
+    if models:  # absent for rule-only configs: their run ids stay what they were
+        doc["models"] = models
     return "bt-" + hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -279,7 +282,7 @@ def run_backtest(
         check_outcome(spec, selected, got, held, _unit(kind), "nothing to replay")
     fs = config_feature_set(cfg)
     cfg = pin_models(cfg)  # one model version for the whole replay, in the run's id and config
-    run_id = run_id or run_id_for(spec, cfg)
+    run_id = run_id or run_id_for(spec, cfg, model_fingerprints(cfg))
     ch = cfg.clickhouse
     client = connect(ch.dsn, ch.database)
     ensure_tables(client, ch.database)

@@ -67,6 +67,21 @@ def pin_models(cfg: Config) -> Config:
     return cfg.model_copy(update={"producers": pinned})
 
 
+def model_fingerprints(cfg: Config) -> dict[str, str]:
+    """producer name -> the sha256 of the model file a pinned model producer scores with: the
+    version name alone is only unique within one registry, and a run id must follow the bytes."""
+    if not any(p.kind == "model" and not p.schedule for p in cfg.producers):
+        return {}
+    from offline.registry import resolve
+
+    root = registry_root(cfg)
+    return {
+        p.name: str(resolve(root, p.model, p.version).meta.get("model_sha256", ""))
+        for p in cfg.producers
+        if p.kind == "model" and not p.schedule
+    }
+
+
 def load_models(cfg: Config) -> dict[str, LoadedModel]:
     """producer name -> its model, resolved (promoted/latest/vN). `strategy_factory` checks it
     against the running feature set at start (building one symbol's producers)."""

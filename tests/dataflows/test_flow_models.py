@@ -18,7 +18,7 @@ import pytest
 import xgboost as xgb
 
 from dataflows.backtest import BacktestSpec, parse_time, run_id_for
-from dataflows.producers import PromotionWatch, pin_models, strategy_factory
+from dataflows.producers import PromotionWatch, model_fingerprints, pin_models, strategy_factory
 from offline import registry
 from offline.dataset import DatasetSpec, build_dataset, read_metadata
 from operators.features import feature_set
@@ -219,3 +219,15 @@ def test_backtest_pins_the_promoted_version(trained: dict[str, Any], tmp_path: P
     again = pin_models(cfg)
     assert [p.version for p in again.producers] == ["v1", "v2"]
     assert run_id_for(spec, pinned) != run_id_for(spec, again)
+    # The same version names at the same path, other bytes (a registry rebuilt, or another
+    # one given by $CRYPTOFLOW_REGISTRY): the config cannot tell, the model files' sha256 can.
+    prints = model_fingerprints(pinned)
+    assert set(prints) == {"xgb", "lgb"} and all(len(v) == 64 for v in prints.values())
+    shutil.rmtree(root / "lgb-tb")
+    mine = registry.register(root, "lgb-tb", trained["xgb"], {"label": TB})  # other bytes, v1
+    registry.promote(root, "lgb-tb", mine.version)
+    rebuilt = pin_models(cfg)
+    assert rebuilt.trading_json() == pinned.trading_json()
+    theirs = model_fingerprints(rebuilt)
+    assert theirs["lgb"] != prints["lgb"] and theirs["xgb"] == prints["xgb"]
+    assert run_id_for(spec, pinned, prints) != run_id_for(spec, rebuilt, theirs)
