@@ -15,6 +15,8 @@ import numpy as np
 from operators.features.sma import SMA
 from schemas.messages import Bar, Signal
 
+BATCH_MIN = 32  # bars: a shorter run is decided bar by bar (the same signals)
+
 
 class SmaCross:
     def __init__(
@@ -72,6 +74,8 @@ class SmaCross:
     def update_many(self, bars: Sequence[Bar]) -> list[Signal | None]:
         """`[update(b) for b in bars]` for a run of bars, the averages' exact sums taken at once
         (`SMA.sums_many`); the same signals and state (tests/operators/test_op_strategy.py)."""
+        if len(bars) < BATCH_MIN:  # live or paced: numpy's per-call cost would lose
+            return [self.update(b) for b in bars]
         fast, slow = self.fast, self.slow
         prices = [getattr(b, fast.field) for b in bars]
         # Both sums and the cross-multiplied difference must fit int64, checked before either

@@ -50,6 +50,7 @@ def _compile(specs: Sequence[FeatureSpec], features: Sequence[Any]) -> UpdateFn:
 
 
 RowsFn = Callable[..., list[tuple[float, ...]]]
+BATCH_MIN = 32  # bars: a shorter run takes `update` bar by bar (the same values)
 
 
 def _compile_rows(specs: Sequence[FeatureSpec], features: Sequence[Any]) -> RowsFn:
@@ -111,10 +112,13 @@ class FeatureSet:
         each bar's reference bars, None: none), one family at a time: those with `update_many`
         take the whole run (equal values and state, tests/operators/test_op_feature_batch.py),
         the others bar by bar. Families never share state, so the order across them is free."""
-        if not bars:
-            return []
         if refs is not None and len(refs) != len(bars):
             raise ValueError(f"{len(refs)} reference maps for {len(bars)} bars")
+        if len(bars) < BATCH_MIN:  # live, paced or short runs: numpy's per-call cost would lose
+            u = self.update
+            if refs is None:
+                return [u(b) for b in bars]
+            return [u(b, r) for b, r in zip(bars, refs, strict=True)]
         cols = BarColumns(bars)
         outs: list[list[Any]] = []
         for f in self.features:
