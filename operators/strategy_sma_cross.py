@@ -15,7 +15,7 @@ import numpy as np
 from operators.features.sma import SMA
 from schemas.messages import Bar, Signal
 
-BATCH_MIN = 512  # bars: a shorter run is decided bar by bar (the same signals)
+BATCH_MIN = 128  # bars: a shorter run is decided bar by bar (the same signals; ADR 0016)
 
 
 class SmaCross:

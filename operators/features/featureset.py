@@ -50,7 +50,7 @@ def _compile(specs: Sequence[FeatureSpec], features: Sequence[Any]) -> UpdateFn:
 
 
 RowsFn = Callable[..., list[tuple[float, ...]]]
-BATCH_MIN = 512  # bars: a shorter run takes `update` bar by bar (the same values)
+BATCH_MIN = 128  # bars: a shorter run takes `update` bar by bar (the same values; ADR 0016)
 
 
 def _compile_rows(specs: Sequence[FeatureSpec], features: Sequence[Any]) -> RowsFn:

@@ -54,7 +54,7 @@ class SMA:
 
     def update_many(self, cols: BarColumns) -> list[float]:
         prices = cols.field(self.field)
-        run = self.sums_many(prices) if len(prices) >= 512 else None  # short: numpy would lose
+        run = self.sums_many(prices) if len(prices) >= 128 else None  # short: numpy would lose
         if run is None:
             return [self.update_price(p) for p in prices]
         return self.values_of(*run)
