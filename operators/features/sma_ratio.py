@@ -9,11 +9,9 @@ from collections import deque
 import numpy as np
 
 from operators.features.base import NAN, BarColumns, spec_name
+from operators.features.close_window import EXACT, close_run, int64_run
 from operators.fixedpoint import SCALE
 from schemas.messages import Bar
-
-_MIN_RUN = 32  # shorter runs: numpy's fixed cost exceeds the loop's
-_EXACT = 2.0**53  # ints up to this are exact doubles
 
 
 class SmaRatio:
@@ -52,17 +50,7 @@ class SmaRatio:
         return self.value
 
     def update_many(self, cols: BarColumns) -> list[float]:
-        closes = cols.field("close")
-        fill = self.slow - len(self._window)  # bars until the window is full
-        if len(closes) - fill >= _MIN_RUN:
-            out = self._update_array(closes, fill)
-            if out is not None:
-                return out
-        try:
-            fresh = [round(c * SCALE) for c in closes]
-        except (ValueError, OverflowError):  # not finite: raise where update would
-            return [self.update(b) for b in cols.bars]
-        return self._update_ints(fresh)
+        return close_run(self, cols, self.slow)
 
     def _update_ints(self, fresh: list[int]) -> list[float]:
         """`update`'s arithmetic over closes already in units of 1/SCALE, in locals."""
@@ -101,24 +89,16 @@ class SmaRatio:
         """`update_many` with the full-window steps in int64 arrays; None, the state untouched,
         where a close is not finite or a product could leave int64."""
         fast, slow = self.fast, self.slow
-        scaled = np.asarray(closes, dtype=np.float64) * SCALE  # the products update rounds
-        if not np.isfinite(scaled).all():
+        run = int64_run(self, closes, fill, max(slow + len(closes), 2 * fast * slow))
+        if run is None:
             return None
-        peak = max(float(np.abs(scaled).max()), float(max(map(abs, self._window), default=0)))
-        peak += 1.0
-        if peak * max(slow + len(closes), 2 * fast * slow) >= 2.0**62:
-            return None
-        fresh = np.rint(scaled).astype(np.int64)  # half-even, as round() is
-        head = self._update_ints(fresh[:fill].tolist()) if fill > 0 else []
-        ext = np.concatenate([np.array(self._window, dtype=np.int64), fresh[fill:]])
-        csum = np.zeros(len(ext) + 1, dtype=np.int64)
-        np.cumsum(ext, out=csum[1:])
+        head, ext, csum, peak = run
         end = csum[slow + 1 :]
         ss = end - csum[1 : len(ext) - slow + 1]
         sf = end - csum[slow + 1 - fast : len(ext) + 1 - fast]
         den = ss * fast
         num = sf * slow
-        if peak * (2 * fast * slow) <= _EXACT:  # exact doubles: one rounding, as int / int
+        if peak * (2 * fast * slow) <= EXACT:  # exact doubles: one rounding, as int / int
             with np.errstate(divide="ignore", invalid="ignore"):
                 q = (num - den).astype(np.float64) / den.astype(np.float64)
             q[den == 0] = NAN

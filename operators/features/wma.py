@@ -8,11 +8,9 @@ from collections import deque
 import numpy as np
 
 from operators.features.base import NAN, BarColumns, spec_name
+from operators.features.close_window import EXACT, close_run, int64_run
 from operators.fixedpoint import SCALE
 from schemas.messages import Bar
-
-_MIN_RUN = 32  # shorter runs: numpy's fixed cost exceeds the loop's
-_EXACT = 2.0**53  # ints up to this are exact doubles
 
 
 class WMA:
@@ -50,17 +48,7 @@ class WMA:
         return self.value
 
     def update_many(self, cols: BarColumns) -> list[float]:
-        closes = cols.field("close")
-        fill = self.n - len(self._window)  # bars until the window is full
-        if len(closes) - fill >= _MIN_RUN:
-            out = self._update_array(closes, fill)
-            if out is not None:
-                return out
-        try:
-            fresh = [round(c * SCALE) for c in closes]
-        except (ValueError, OverflowError):  # not finite: raise where update would
-            return [self.update(b) for b in cols.bars]
-        return self._update_ints(fresh)
+        return close_run(self, cols, self.n)
 
     def _update_ints(self, fresh: list[int]) -> list[float]:
         """`update`'s arithmetic over closes already in units of 1/SCALE, in locals."""
@@ -93,23 +81,15 @@ class WMA:
         """`update_many` with the full-window steps in int64 arrays; None, the state untouched,
         where a close is not finite or a sum could leave int64."""
         n, den = self.n, self._den
-        scaled = np.asarray(closes, dtype=np.float64) * SCALE  # the products update rounds
-        if not np.isfinite(scaled).all():
+        run = int64_run(self, closes, fill, max(n + len(closes), n * (n + 1)))
+        if run is None:
             return None
-        peak = max(float(np.abs(scaled).max()), float(max(map(abs, self._window), default=0)))
-        peak += 1.0
-        if peak * max(n + len(closes), n * (n + 1)) >= 2.0**62:
-            return None
-        fresh = np.rint(scaled).astype(np.int64)  # half-even, as round() is
-        head = self._update_ints(fresh[:fill].tolist()) if fill > 0 else []
-        ext = np.concatenate([np.array(self._window, dtype=np.int64), fresh[fill:]])
-        csum = np.zeros(len(ext) + 1, dtype=np.int64)
-        np.cumsum(ext, out=csum[1:])
+        head, ext, csum, peak = run
         j = np.arange(n, len(ext))
         # update's step: wsum += n * v - (the window's sum before v), so wsum is a running sum
         ws = np.cumsum(n * ext[n:] - (csum[j] - csum[j - n]))
         ws += self._wsum
-        if peak * (n * (n + 1) // 2) <= _EXACT and den <= _EXACT:  # one rounding, as int / int
+        if peak * (n * (n + 1) // 2) <= EXACT and den <= EXACT:  # one rounding, as int / int
             out: list[float] = (ws.astype(np.float64) / den).tolist()
         else:
             out = [w / den for w in ws.tolist()]
