@@ -11,7 +11,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from operators.features.base import NAN, BarColumns, spec_name
-from operators.features.willr import extended, plain_array, rebuild, window_extreme
+from operators.features.willr import high_low_run, plain_array
 from schemas.messages import Bar
 
 _NAN2 = (NAN, NAN)
@@ -100,18 +100,11 @@ class Stochastic:
         ah, al, ac = plain_array(hs), plain_array(ls), plain_array(cs)
         if ah is None or al is None or ac is None:
             return self._loop(hs, ls, cs)
-        k, i = self.k, self._i
-        xh, head_h = extended(self._highs, i, k - 1, ah, -np.inf)
-        xl, head_l = extended(self._lows, i, k - 1, al, np.inf)
-        last = i + len(hs)
-        self._highs = rebuild(head_h, hs, last, k, True)
-        self._lows = rebuild(head_l, ls, last, k, False)
-        self._i = last
-        m = len(xh) - k + 1  # bars with a full %K window: the last m
-        if m <= 0:
+        hh, ll = high_low_run(self, hs, ls, ah, al, self.k)
+        m = len(hh)  # bars with a full %K window: the last m
+        if m == 0:
             return [_NAN2] * len(hs)
-        ll = window_extreme(xl, k, np.minimum, np.inf)
-        rng = window_extreme(xh, k, np.maximum, -np.inf) - ll
+        rng = hh - ll
         with np.errstate(divide="ignore", invalid="ignore"):
             fk = np.where(rng != 0.0, (ac[-m:] - ll) / rng * 100.0, 0.0)
         fast, sums = window_sums(self._fastk, fk, self.smooth)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Sequence
+from typing import Protocol
 
 import numpy as np
 
@@ -72,6 +73,30 @@ def rebuild(
     return deque(out)
 
 
+class HighLowWindow(Protocol):
+    _i: int  # index of the current bar
+    _highs: deque[tuple[int, float]]
+    _lows: deque[tuple[int, float]]
+
+
+def high_low_run(
+    st: HighLowWindow, hs: list[float], ls: list[float], ah: np.ndarray, al: np.ndarray, n: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The highest high and lowest low of each n-bar window that ends at one of the run's bars
+    (`ah`, `al`: `hs`, `ls` as `plain_array`s), for the last m bars whose window is full (m may
+    be 0); the deques and the bar index advanced to the run's end as `update` leaves them."""
+    i = st._i
+    xh, head_h = extended(st._highs, i, n - 1, ah, -np.inf)
+    xl, head_l = extended(st._lows, i, n - 1, al, np.inf)
+    last = i + len(hs)
+    st._highs = rebuild(head_h, hs, last, n, True)
+    st._lows = rebuild(head_l, ls, last, n, False)
+    st._i = last
+    if len(xh) < n:
+        return np.empty(0), np.empty(0)
+    return window_extreme(xh, n, np.maximum, -np.inf), window_extreme(xl, n, np.minimum, np.inf)
+
+
 class WilliamsR:
     family = "willr"
 
@@ -120,18 +145,11 @@ class WilliamsR:
         ah, al, ac = plain_array(hs), plain_array(ls), plain_array(cs)
         if ah is None or al is None or ac is None:
             return self._loop(hs, ls, cs)
-        n, i = self.n, self._i
-        xh, head_h = extended(self._highs, i, n - 1, ah, -np.inf)
-        xl, head_l = extended(self._lows, i, n - 1, al, np.inf)
-        last = i + len(hs)
-        self._highs = rebuild(head_h, hs, last, n, True)
-        self._lows = rebuild(head_l, ls, last, n, False)
-        self._i = last
-        m = len(xh) - n + 1  # bars with a full window: the last m
-        if m <= 0:
+        hh, ll = high_low_run(self, hs, ls, ah, al, self.n)
+        m = len(hh)  # bars with a full window: the last m
+        if m == 0:
             return [self.value] * len(hs)
-        hh = window_extreme(xh, n, np.maximum, -np.inf)
-        rng = hh - window_extreme(xl, n, np.minimum, np.inf)
+        rng = hh - ll
         with np.errstate(divide="ignore", invalid="ignore"):
             v = np.where(rng != 0.0, (hh - ac[-m:]) / rng * -100.0, 0.0)
         tail: list[float] = v.tolist()
