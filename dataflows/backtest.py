@@ -277,9 +277,11 @@ def run_backtest(
     selected = sorted(selected_symbols(cfg, spec.symbols))
     held: list[SymbolData] | None = None
     kind: str = topic_kind(spec.target)
+    not_replayed: list[SymbolData] = []
     if spec.scheme == "file":
         held, kind, got = _file_in_range(spec, selected)
         check_outcome(spec, selected, got, held, _unit(kind), "nothing to replay")
+        not_replayed = [d for d in held if d.symbol not in selected]
     fs = config_feature_set(cfg)
     cfg = pin_models(cfg)  # one model version for the whole replay, in the run's id and config
     run_id = run_id or run_id_for(spec, cfg, model_fingerprints(cfg))
@@ -318,6 +320,7 @@ def run_backtest(
         "bars_by_symbol": per_symbol,
         "open_positions": [p.to_dict() for p in positions],
         "warnings": warnings,
+        "not_replayed": [d.symbol for d in not_replayed],
     }
     record_feature_set(client, ch.database, run_id, fs)
 
@@ -375,6 +378,20 @@ def run_backtest(
         )
     for w in warnings:
         out.print(f"warning: {w}", style="yellow", markup=False, highlight=False)
+    # Said, never dropped silently: the run covers only the selected symbols.
+    universe = sorted(cfg.symbols)
+    for why, known, listed in (
+        ("--symbols", True, selected),
+        ("the config's `symbols`", False, universe),
+    ):
+        skipped = [d for d in not_replayed if (d.symbol in universe) == known]
+        if skipped:
+            out.print(
+                f"note: {spec.source} also holds {describe(skipped, unit=_unit(kind))}; not "
+                f"replayed (not in {why}: {', '.join(listed)})",
+                markup=False,
+                highlight=False,
+            )
     if out_dir is not None:
         names = ("report.html", "fills.csv", "equity.csv", "summary.json", "equity.png")
         wrote = [n for n in names if (Path(out_dir) / n).exists()]

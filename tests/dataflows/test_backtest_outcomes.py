@@ -159,6 +159,42 @@ def test_a_symbol_without_bars_in_range_is_a_warning(
     assert count_final(client, ch_db, "bars", run_id) == summary.n_bars == 1440
 
 
+def test_symbols_the_file_holds_but_the_run_skips_are_named(
+    split_bars: tuple[Path, pl.DataFrame],
+    ch_dsn: str,
+    ch_db: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A file with a symbol outside --symbols and one outside the config's universe: both are
+    named in a note and in summary.json, never dropped without a word."""
+    path, df = split_bars
+    doge = df.filter(pl.col("symbol") == "ETHUSDT").with_columns(symbol=pl.lit("DOGEUSDT"))
+    both = pl.concat([df, doge])
+    mixed = tmp_path / "mixed.parquet"
+    both.write_parquet(mixed)
+    cfg = _cfg(ch_dsn, ch_db)  # universe BTCUSDT, ETHUSDT
+    spec = BacktestSpec(f"file:{mixed}", ("BTCUSDT",))
+    run_backtest(cfg, spec, tmp_path / "out", progress=False)
+    out = " ".join(capsys.readouterr().out.split())
+    assert (
+        f"note: file:{mixed} also holds {_holds(both, ['ETHUSDT'])}; not replayed (not in "
+        "--symbols: BTCUSDT)"
+    ) in out
+    assert (
+        f"note: file:{mixed} also holds {_holds(both, ['DOGEUSDT'])}; not replayed (not in the "
+        "config's `symbols`: BTCUSDT, ETHUSDT)"
+    ) in out
+    doc = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert doc["not_replayed"] == ["DOGEUSDT", "ETHUSDT"]
+    assert doc["bars_by_symbol"] == {"BTCUSDT": 3 * 1440}
+    # every symbol the file holds is replayed: nothing to say
+    spec = BacktestSpec(f"file:{path}", ("BTCUSDT", "ETHUSDT"))
+    run_backtest(cfg, spec, tmp_path / "all", progress=False)
+    assert "not replayed" not in capsys.readouterr().out
+    assert json.loads((tmp_path / "all" / "summary.json").read_text())["not_replayed"] == []
+
+
 def test_summary_counts_bars_per_symbol_and_states_open_positions(
     ch_dsn: str, ch_db: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
