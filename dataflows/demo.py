@@ -11,6 +11,8 @@ buy-and-hold in this month, and the report shows why.
 from __future__ import annotations
 
 import argparse
+from collections import Counter
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -40,8 +42,27 @@ def demo_config(example: str, overrides: dict[str, Any]) -> Config:
     return Config.model_validate({**base, **upd})
 
 
+def symbols_to_ingest(
+    shipped: dict[str, int], held: Mapping[str, int], bootstrap: str
+) -> list[str]:
+    """The shipped symbols the topic holds no January bars for (a broker of the user's may
+    already hold some). ValueError when it holds part of a symbol's month: replaying it would
+    be a demo on gaps, and adding the file again would only add duplicates to the part."""
+    part = [
+        f"{s}: {held[s]:,} of {n:,}" for s, n in sorted(shipped.items()) if 0 < held.get(s, 0) < n
+    ]
+    if part:
+        raise ValueError(
+            f"md.bars.v1 on {bootstrap} holds only part of January 2024 ({'; '.join(part)} "
+            "bars); the demo needs the whole month: point KAFKA_BOOTSTRAP at another broker, "
+            "or delete the topic"
+        )
+    return sorted(s for s in shipped if not held.get(s, 0))
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from dataflows.backtest import BacktestSpec, parse_time, run_backtest
+    from dataflows.datalist import file_inventory
     from dataflows.ingest import ingest_file
     from dataflows.report_files import write_comparison
     from infra.kafka import broker
@@ -59,11 +80,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
     assert start is not None and end is not None
     # A full read (the topic may have been filled in any order; see docs/replay.md).
     reader = TimeRangeReader(first.kafka.bootstrap, BARS.name, start // 10**6, end // 10**6)
-    held = sum(len(batch) for _, batch in reader.batches())
-    if held > 0:
+    held: Counter[str] = Counter()
+    for _, batch in reader.batches():
+        held.update((r.key or b"").decode() for r in batch)
+    shipped, _ = file_inventory(str(DEMO_BARS))
+    todo = symbols_to_ingest({d.symbol: d.count for d in shipped}, held, first.kafka.bootstrap)
+    if not todo:
         console.print("md.bars.v1 already holds January 2024: not ingesting it twice")
     else:
-        ingest_file(DEMO_BARS, first.kafka.bootstrap, "bars")
+        ingest_file(DEMO_BARS, first.kafka.bootstrap, "bars", symbols=todo)
     spec = BacktestSpec(f"kafka:{BARS.name}", ("BTCUSDT", "ETHUSDT"), start, end)
     docs = []
     for i, (name, example, over, what) in enumerate(STRATEGIES, start=3):
