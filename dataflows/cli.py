@@ -42,8 +42,15 @@ def cmd_infra(args: argparse.Namespace) -> int:
         bootstrap = broker.up(cfg.kafka.bootstrap, kdir, cfg.kafka.partitions)
         console.print(f"kafka up at [bold]{bootstrap}[/]")
     elif args.action == "down":
-        broker.down(kdir)
-        console.print("kafka down")
+        if broker.down(kdir):
+            console.print("kafka down")
+        else:  # say so: a broker started under another data dir is still running
+            console.print(
+                f"no broker of ours was running under {kdir} (one started with another "
+                "CRYPTOFLOW_DATA_DIR is stopped with that one)",
+                markup=False,
+                highlight=False,
+            )
     else:
         st = broker.status(cfg.kafka.bootstrap, kdir)
         console.print(st)

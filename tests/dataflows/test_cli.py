@@ -108,6 +108,17 @@ def _session_clickhouse(ch_dsn: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CLICKHOUSE_DSN", ch_dsn)
 
 
+def test_infra_down_says_when_it_stopped_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A broker started under another data dir keeps running: `down` must not claim it."""
+    monkeypatch.setenv("CRYPTOFLOW_DATA_DIR", str(tmp_path))
+    assert main(["infra", "down"]) == 0
+    said = " ".join((lambda c: c.out + c.err)(capsys.readouterr()).split())
+    assert f"no broker of ours was running under {tmp_path}" in said
+    assert "kafka down" not in said
+
+
 def test_bad_config_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     bad = tmp_path / "bad.toml"
     bad.write_text("[strategy]\nfast = 50\nslow = 10\n")
