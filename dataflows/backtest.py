@@ -31,6 +31,7 @@ from dataflows.report import (
     bar_counts,
     build_report,
     load_run,
+    no_trades_reason,
     open_positions,
     print_summary,
     write_outputs,
@@ -311,6 +312,8 @@ def run_backtest(
 
     fills, equity = load_run(client, ch.database, run_id)
     summary, ts, eq = build_report(fills, equity, account_initial(cfg))
+    if not fills:
+        warnings.append(no_trades_reason(client, ch.database, run_id, cfg))
     info = {
         "run_id": run_id,
         "source": spec.source,

@@ -74,6 +74,53 @@ def bar_counts(client: Any, database: str, run_id: str) -> dict[str, int]:
     return {str(r["symbol"]): int(r["n"]) for r in df.iter_rows(named=True)}
 
 
+def no_trades_reason(client: Any, database: str, run_id: str, cfg: Config) -> str:
+    """The warning for a run without a fill, with what its trading producer did: signals by
+    direction, and for a model the highest probability of each class beside the decision
+    thresholds, and the risk engine's denials by rule (a run that did nothing says why)."""
+    producer = cfg.strategy.producer
+    name = producer or f"sma_cross_{cfg.strategy.fast}_{cfg.strategy.slow}"
+    run = {"run": run_id, "name": name}
+    sig = query_df(
+        client,
+        f"SELECT direction, count() AS n FROM {database}.signals FINAL "
+        f"WHERE run_id = %(run)s AND strategy = %(name)s GROUP BY direction ORDER BY direction",
+        run,
+    )
+    said = {int(d): int(n) for d, n in sig.iter_rows()}
+    parts = [
+        f"its trading producer {name} emitted {sum(said.values()):,} signals"
+        + (f" ({', '.join(f'direction {d}: {n:,}' for d, n in said.items())})" if said else "")
+    ]
+    spec = next((p for p in cfg.producers if p.name == producer and p.kind == "model"), None)
+    if spec is not None:
+        pred = query_df(
+            client,
+            f"SELECT any(classes) AS classes, maxForEach(proba) AS top, count() AS n "
+            f"FROM {database}.predictions FINAL WHERE run_id = %(run)s AND producer = %(name)s",
+            run,
+        )
+        n = int(pred["n"][0]) if pred.height else 0
+        if n:
+            top = ", ".join(
+                f"p({c}) {p:.3f}" for c, p in zip(pred["classes"][0], pred["top"][0], strict=True)
+            )
+            parts.append(
+                f"over {n:,} scored bars the highest were {top}, against the decision's long "
+                f"{spec.decision.long} / short {spec.decision.short}"
+            )
+    den = query_df(
+        client,
+        f"SELECT rule, count() AS n FROM {database}.order_denials FINAL WHERE run_id = %(run)s "
+        f"GROUP BY rule ORDER BY n DESC, rule",
+        run,
+    )
+    if den.height:
+        rules = ", ".join(f"{r} {int(n):,}" for r, n in den.iter_rows())
+        parts.append(f"the risk engine denied {int(den['n'].sum()):,} orders ({rules})")
+    return "the run made no trades: " + "; ".join(parts)
+
+
 def open_positions(client: Any, database: str, run_id: str) -> list[OpenPosition]:
     """The last `positions` snapshot of each symbol whose quantity is not zero, by symbol."""
     df = query_df(

@@ -195,6 +195,48 @@ def test_symbols_the_file_holds_but_the_run_skips_are_named(
     assert json.loads((tmp_path / "all" / "summary.json").read_text())["not_replayed"] == []
 
 
+def test_a_run_without_trades_says_what_its_producer_and_the_risk_engine_did(
+    ch_dsn: str, ch_db: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # 40 bars: the 50-bar SMA never fills, so the rule never speaks
+    cfg = _cfg(ch_dsn, ch_db)
+    t0 = parse_time("2024-01-02")
+    assert t0 is not None
+    spec = BacktestSpec(f"file:{BARS_2024_01}", ("BTCUSDT",), t0, t0 + 40 * 60 * 10**9)
+    run_backtest(cfg, spec, tmp_path / "quiet", progress=False)
+    quiet = "the run made no trades: its trading producer sma_cross_10_50 emitted 0 signals"
+    assert json.loads((tmp_path / "quiet" / "summary.json").read_text())["warnings"] == [quiet]
+    assert f"warning: {quiet}" in " ".join(capsys.readouterr().out.split())
+    # a day, every order over the risk engine's cap: the signals are there, the orders denied
+    risk = {"enabled": True, "max_order_notional": {"max_notional": 1.0}}
+    cfg = _cfg(ch_dsn, ch_db, risk=risk, sizing={"round_to_lot": True})
+    spec = BacktestSpec(f"file:{BARS_2024_01}", ("BTCUSDT",), t0, t0 + 86_400 * 10**9)
+    run_id, summary = run_backtest(cfg, spec, tmp_path / "denied", progress=False)
+    assert summary.n_trades == 0
+    client = connect(ch_dsn, ch_db)
+    sig = query_df(
+        client,
+        f"SELECT direction, count() AS n FROM {ch_db}.signals FINAL WHERE run_id = %(r)s "
+        "GROUP BY direction ORDER BY direction",
+        {"r": run_id},
+    )
+    said = dict(sig.iter_rows())
+    assert said[1] > 0 and said[-1] > 0
+    den = query_df(
+        client,
+        f"SELECT rule, count() AS n FROM {ch_db}.order_denials FINAL WHERE run_id = %(r)s "
+        "GROUP BY rule",
+        {"r": run_id},
+    )
+    assert den["n"].sum() == said[1]  # every long signal's order, none of the exits (flat)
+    (warning,) = json.loads((tmp_path / "denied" / "summary.json").read_text())["warnings"]
+    assert warning.startswith(
+        f"the run made no trades: its trading producer sma_cross_10_50 emitted "
+        f"{said[1] + said[-1]} signals (direction -1: {said[-1]}, direction 1: {said[1]}); "
+        f"the risk engine denied {said[1]} orders ("
+    )
+
+
 def test_summary_counts_bars_per_symbol_and_states_open_positions(
     ch_dsn: str, ch_db: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

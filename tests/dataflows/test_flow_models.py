@@ -231,3 +231,33 @@ def test_backtest_pins_the_promoted_version(trained: dict[str, Any], tmp_path: P
     theirs = model_fingerprints(rebuilt)
     assert theirs["lgb"] != prints["lgb"] and theirs["xgb"] == prints["xgb"]
     assert run_id_for(spec, pinned, prints) != run_id_for(spec, rebuilt, theirs)
+
+
+def test_a_model_that_never_trades_says_how_close_it_came(
+    trained: dict[str, Any], ch_dsn: str, ch_db: str, tmp_path: Path
+) -> None:
+    """A backtest whose model never reaches its threshold warns with the highest probability
+    of each class beside the thresholds, not a bare 'no trades'."""
+    import json
+
+    from dataflows.backtest import run_backtest
+
+    cfg = sma_config(
+        list(SYMBOLS),
+        producers=[{"name": "lgb", "kind": "model", "model": "lgb-tb", "decision": {"long": 0.99}}],
+        models={"registry": str(trained["root"])},
+        strategy={"producer": "lgb"},
+        clickhouse={"dsn": ch_dsn, "database": ch_db},
+    )
+    assert START is not None and END is not None
+    spec = BacktestSpec(f"file:{BARS_2024_01}", SYMBOLS, START, END)
+    _, summary = run_backtest(cfg, spec, tmp_path / "out", progress=False)
+    rows = trained["frame"].filter(~pl.col("warmup"))
+    proba = trained["lgb"].predict_proba(rows.select(trained["cols"]).to_numpy())
+    assert summary.n_trades == 0 and proba[:, 1].max() < 0.99
+    (warning,) = json.loads((tmp_path / "out" / "summary.json").read_text())["warnings"]
+    assert warning.startswith("the run made no trades: its trading producer lgb emitted ")
+    assert warning.endswith(
+        f"; over {len(rows):,} scored bars the highest were p(0) {proba[:, 0].max():.3f}, "
+        f"p(1) {proba[:, 1].max():.3f}, against the decision's long 0.99 / short 0.55"
+    )
