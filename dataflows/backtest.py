@@ -313,7 +313,7 @@ def run_backtest(
     fills, equity = load_run(client, ch.database, run_id)
     summary, ts, eq = build_report(fills, equity, account_initial(cfg))
     if not fills:
-        warnings.append(no_trades_reason(client, ch.database, run_id, cfg))
+        warnings.append(no_trades_reason(client, ch.database, run_id, cfg, bars))
     info = {
         "run_id": run_id,
         "source": spec.source,

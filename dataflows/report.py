@@ -74,10 +74,14 @@ def bar_counts(client: Any, database: str, run_id: str) -> dict[str, int]:
     return {str(r["symbol"]): int(r["n"]) for r in df.iter_rows(named=True)}
 
 
-def no_trades_reason(client: Any, database: str, run_id: str, cfg: Config) -> str:
+def no_trades_reason(
+    client: Any, database: str, run_id: str, cfg: Config, bars: dict[str, int] | None = None
+) -> str:
     """The warning for a run without a fill, with what its trading producer did: signals by
-    direction, and for a model the highest probability of each class beside the decision
-    thresholds, and the risk engine's denials by rule (a run that did nothing says why)."""
+    direction (for an SMA rule, whether any symbol got the bars it needs to compare, from
+    `bars`: bars per symbol), for a model the highest probability of each class beside the
+    decision thresholds, and the risk engine's denials by rule (a run that did nothing says
+    why)."""
     producer = cfg.strategy.producer
     name = producer or f"sma_cross_{cfg.strategy.fast}_{cfg.strategy.slow}"
     run = {"run": run_id, "name": name}
@@ -92,8 +96,15 @@ def no_trades_reason(client: Any, database: str, run_id: str, cfg: Config) -> st
         f"its trading producer {name} emitted {sum(said.values()):,} signals"
         + (f" ({', '.join(f'direction {d}: {n:,}' for d, n in said.items())})" if said else "")
     ]
-    spec = next((p for p in cfg.producers if p.name == producer and p.kind == "model"), None)
-    if spec is not None:
+    spec = next((p for p in cfg.producers if p.name == producer), None)
+    slow = cfg.strategy.slow if spec is None else spec.slow if spec.kind == "sma_cross" else 0
+    most = max((bars or {}).values(), default=None)
+    if slow and most is not None and most <= slow:
+        parts[0] += (
+            f" (its first signal can come at bar {slow + 1} of a symbol; the most any symbol "
+            f"got is {most:,})"
+        )
+    if spec is not None and spec.kind == "model":
         pred = query_df(
             client,
             f"SELECT any(classes) AS classes, maxForEach(proba) AS top, count() AS n "
