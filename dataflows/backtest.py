@@ -47,7 +47,7 @@ from dataflows.runner import (
 from infra.clickhouse import clear_run, close_all, connect, ensure_tables
 from operators.performance import Summary
 from schemas.config import Config
-from schemas.messages import RunInfo
+from schemas.messages import NS_PER_SECOND, RunInfo
 
 
 def parse_time(s: str | None) -> int | None:
@@ -124,6 +124,7 @@ def replay_source(spec: BacktestSpec, cfg: Config) -> tuple[Any, Kind, str]:
             spec.end_ns,
             speed=spec.speed,
             batch_size=cfg.kafka.batch_size,
+            interval_ns=cfg.bars.interval_s * NS_PER_SECOND,
         )
         return src, src.kind, spec.source
     from dataflows.io.kafka import KafkaRangeSource
@@ -207,16 +208,23 @@ def _unit(kind: str) -> str:
 
 
 def _file_in_range(
-    spec: BacktestSpec, selected: list[str]
+    spec: BacktestSpec, selected: list[str], interval_ns: int
 ) -> tuple[list[SymbolData], Kind, dict[str, int]]:
     """A file source before the replay: (what it holds per symbol, kind, records per selected
-    symbol in the range). Raises FileNotFoundError for a missing file."""
+    symbol in the range). Raises FileNotFoundError for a missing file, ValueError for bars
+    spaced other than `interval_ns` (the config's bar interval)."""
     import polars as pl
 
-    from dataflows.io.files import detect_kind, normalized, scan
+    from dataflows.io.files import check_bar_interval, detect_kind, normalized, scan
 
     lf = scan(spec.target)
     kind = detect_kind(lf)
+    if kind == "bars":  # before anything is opened (FileSource checks it again)
+        check_bar_interval(
+            normalized(lf, kind, selected, spec.start_ns, spec.end_ns),
+            interval_ns,
+            spec.source,
+        )
     held, _ = file_inventory(spec.target, venue="binance_spot")  # what FileSource replays
     counts = (
         normalized(lf, kind, selected, spec.start_ns, spec.end_ns)
@@ -280,7 +288,7 @@ def run_backtest(
     kind: str = topic_kind(spec.target)
     not_replayed: list[SymbolData] = []
     if spec.scheme == "file":
-        held, kind, got = _file_in_range(spec, selected)
+        held, kind, got = _file_in_range(spec, selected, cfg.bars.interval_s * NS_PER_SECOND)
         check_outcome(spec, selected, got, held, _unit(kind), "nothing to replay")
         not_replayed = [d for d in held if d.symbol not in selected]
     fs = config_feature_set(cfg)

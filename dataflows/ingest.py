@@ -8,10 +8,11 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from dataflows.io.files import Kind, detect_kind, normalized, scan, to_messages
+from dataflows.io.files import Kind, check_bar_interval, detect_kind, normalized, scan, to_messages
 from infra.faults import raise_fault
 from infra.kafka.client import BROKER_CHECK, CheckedProducer, DeliveryError
 from schemas.codec import encode
+from schemas.messages import NS_PER_MINUTE
 from schemas.topics import BARS, TRADES
 
 
@@ -29,6 +30,7 @@ def ingest_file(
     console: Console | None = None,
     progress: bool = True,
     outage_s: float = 30.0,
+    interval_ns: int = NS_PER_MINUTE,
 ) -> int:
     """Returns the number of messages delivered (acknowledged by the broker). A broker that
     stays unreachable for `outage_s` ends the ingest with a kafka `Fault` naming how far it
@@ -40,7 +42,10 @@ def ingest_file(
     if kind != found:
         raise ValueError(f"{path} holds {found}, not {kind}")
     topic = topic or (TRADES.name if kind == "trades" else BARS.name)
-    df = normalized(lf, kind, symbols, start_ns, end_ns, venue).collect()
+    norm = normalized(lf, kind, symbols, start_ns, end_ns, venue, interval_ns)
+    if kind == "bars":  # the bars go out stamped with this length: the file must agree
+        check_bar_interval(norm, interval_ns, f"file:{path}")
+    df = norm.collect()
     if df.height == 0:
         raise ValueError(f"nothing to ingest from {path} with the given filters")
     # Interleave symbols in time order, as an exchange feed would deliver them.
@@ -59,7 +64,7 @@ def ingest_file(
     ):
         task = bar.add_task("ingest", total=df.height)
         for off in range(0, df.height, chunk):
-            msgs = to_messages(df.slice(off, chunk), kind)
+            msgs = to_messages(df.slice(off, chunk), kind, interval_ns)
             producer.produce_many(
                 topic, ((m.symbol, encode(m), m.ts_event // 1_000_000) for m in msgs)
             )

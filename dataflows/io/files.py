@@ -1,7 +1,9 @@
 """Read the shared market-data file formats (parquet or CSV; see ../shared/data/README.md) into
 wire messages, and replay them as a Bytewax source with one partition per symbol.
 
-Bar files: symbol, open_time (UTC), open, high, low, close, volume.
+Bar files: symbol, open_time (UTC), open, high, low, close, volume. A file does not say how long
+its bars are: the config's bar interval does (`[bars] interval_s`), and a file whose bars are
+spaced otherwise is refused (`check_bar_interval`) rather than read as bars of another length.
 Trade files: symbol, trade_time (exchange, UTC), trade_id, price, qty, is_buyer_maker,
 optionally venue and local_ts (recorder clock: used as ts_init, when we saw the trade).
 """
@@ -86,8 +88,10 @@ def normalized(
     start_ns: int | None = None,
     end_ns: int | None = None,
     venue: str | None = "binance_spot",
+    interval_ns: int = NS_PER_MINUTE,
 ) -> pl.LazyFrame:
-    """Columns in wire-message order, filtered to [start, end) and symbols, sorted by time."""
+    """Columns in wire-message order, filtered to [start, end) and symbols, sorted by time
+    (bars: known at their close, `interval_ns` after the open)."""
     schema = lf.collect_schema()
     if _missing(kind, schema.names()):
         raise _columns_error(kind, schema.names())
@@ -97,7 +101,7 @@ def normalized(
             "symbol",
             _ns("open_time", schema["open_time"]).alias("ts_event"),
             pl.col("open", "high", "low", "close", "volume").cast(pl.Float64),
-        ).with_columns((pl.col("ts_event") + NS_PER_MINUTE).alias("ts_init"))
+        ).with_columns((pl.col("ts_event") + interval_ns).alias("ts_init"))
         order = ["symbol", "ts_event"]
     else:
         if venue and "venue" in schema.names():
@@ -123,12 +127,39 @@ def normalized(
     return lf.sort(order)
 
 
-def to_messages(df: pl.DataFrame, kind: Kind) -> list[Any]:
+def check_bar_interval(lf: pl.LazyFrame, interval_ns: int, source: str) -> None:
+    """Bars from `normalized`: ValueError unless each symbol's most common spacing (its bar
+    length; one odd bar does not move it, and is dead-lettered off the grid) is `interval_ns`."""
+    steps = (
+        lf.select("symbol", "ts_event")
+        .sort("symbol", "ts_event")
+        .with_columns(step=pl.col("ts_event").diff().over("symbol"))
+        .filter(pl.col("step") > 0)
+        .group_by("symbol")
+        .agg(pl.col("step").mode().min())
+        .sort("symbol")
+        .collect()
+    )
+    bad = [(str(s), int(d)) for s, d in steps.iter_rows() if d != interval_ns]
+    if bad:
+        step = bad[0][1]
+        got = ", ".join(f"{s}: {d / 1e9:g} s" for s, d in bad)
+        raise ValueError(
+            f"{source} holds bars {step / 1e9:g} s apart ({got}) but the bar interval is "
+            f"{interval_ns / 1e9:g} s ([bars] interval_s): set bars.interval_s = "
+            f"{step // 1_000_000_000} in the config (or --set bars.interval_s="
+            f"{step // 1_000_000_000}); strategy and feature windows count bars"
+        )
+
+
+def to_messages(df: pl.DataFrame, kind: Kind, interval_ns: int = NS_PER_MINUTE) -> list[Any]:
     """DataFrame from `normalized` -> list of Bar/Trade (positional construction: fast)."""
     if kind == "bars":
         cols = [df[c].to_list() for c in ("symbol", "ts_event", "ts_init")]
         cols += [df[c].to_list() for c in ("open", "high", "low", "close", "volume")]
-        return [Bar(*row) for row in zip(*cols, strict=True)]
+        if interval_ns == NS_PER_MINUTE:  # the default: one argument less per bar
+            return [Bar(*row) for row in zip(*cols, strict=True)]
+        return [Bar(*row, interval_ns) for row in zip(*cols, strict=True)]
     sym, ts, ts_init, tid = (df[c].to_list() for c in ("symbol", "ts_event", "ts_init", "trade_id"))
     price, qty, bm = (df[c].to_list() for c in ("price", "qty", "is_buyer_maker"))
     return [
@@ -139,10 +170,17 @@ def to_messages(df: pl.DataFrame, kind: Kind) -> list[Any]:
 
 class _Partition(StatefulSourcePartition[list[Any], int]):
     def __init__(
-        self, lf: pl.LazyFrame, kind: Kind, batch_size: int, resume: int | None, pace: Pace | None
+        self,
+        lf: pl.LazyFrame,
+        kind: Kind,
+        batch_size: int,
+        resume: int | None,
+        pace: Pace | None,
+        interval_ns: int,
     ) -> None:
         self._df = lf.collect()
         self._kind = kind
+        self._interval = interval_ns
         self._batch = batch_size
         self._pos = resume or 0
         self._pace = pace
@@ -160,7 +198,7 @@ class _Partition(StatefulSourcePartition[list[Any], int]):
                 return []
             end = self._pos + due
             self._awake = None
-        out = to_messages(self._df.slice(self._pos, end - self._pos), self._kind)
+        out = to_messages(self._df.slice(self._pos, end - self._pos), self._kind, self._interval)
         self._pos = end
         return [out]
 
@@ -183,11 +221,17 @@ class FileSource(FixedPartitionedSource[list[Any], int]):
         kind: Kind | None = None,
         batch_size: int = 10_000,
         speed: float | None = None,
+        interval_ns: int = NS_PER_MINUTE,
     ) -> None:
+        """`interval_ns`: the bars' length (the config's `[bars] interval_s`); a bar file
+        spaced otherwise is a ValueError here, before anything runs."""
         self.path = Path(path)
         lf = scan(self.path)
         self.kind: Kind = kind or detect_kind(lf)
-        self._lf = normalized(lf, self.kind, symbols, start_ns, end_ns)
+        self.interval_ns = interval_ns
+        self._lf = normalized(lf, self.kind, symbols, start_ns, end_ns, interval_ns=interval_ns)
+        if self.kind == "bars":
+            check_bar_interval(self._lf, interval_ns, f"file:{path}")
         # `normalized` already kept only the requested symbols
         self.symbols = self._lf.select(pl.col("symbol").unique().sort()).collect()["symbol"]
         self.batch_size = batch_size
@@ -205,4 +249,4 @@ class FileSource(FixedPartitionedSource[list[Any], int]):
         lf = self._lf.filter(pl.col("symbol") == for_part)
         # Each partition paces from the same origin, so symbols stay aligned in event time.
         pace = Pace(self.speed, self._origin or 0) if self.speed is not None else None
-        return _Partition(lf, self.kind, self.batch_size, resume_state, pace)
+        return _Partition(lf, self.kind, self.batch_size, resume_state, pace, self.interval_ns)

@@ -240,6 +240,58 @@ def test_a_run_without_trades_says_what_its_producer_and_the_risk_engine_did(
     )
 
 
+def test_bars_of_another_length_are_refused_or_replayed_as_configured(
+    ch_dsn: str, ch_db: str, tmp_path: Path
+) -> None:
+    """A file does not say how long its bars are: hourly bars (the real January minutes,
+    aggregated) under a 1-minute config are refused with the fix, before anything runs; with
+    `bars.interval_s = 3600` they replay as hour bars (close an hour after the open)."""
+    from dataflows.ingest import ingest_file
+
+    hourly = (
+        pl.read_parquet(BARS_2024_01)
+        .sort("symbol", "open_time")
+        .group_by_dynamic("open_time", every="1h", group_by="symbol")
+        .agg(
+            pl.col("open").first(),
+            pl.col("high").max(),
+            pl.col("low").min(),
+            pl.col("close").last(),
+            pl.col("volume").sum(),
+        )
+    )
+    path = tmp_path / "hourly.parquet"
+    hourly.write_parquet(path)
+    spec = BacktestSpec(f"file:{path}", ("BTCUSDT", "ETHUSDT"))
+    client = connect(ch_dsn, ch_db)
+    ensure_tables(client, ch_db)
+    runs = _runs(client, ch_db)
+    refusal = (
+        f"file:{path} holds bars 3600 s apart (BTCUSDT: 3600 s, ETHUSDT: 3600 s) but the bar "
+        "interval is 60 s ([bars] interval_s): set bars.interval_s = 3600 in the config (or "
+        "--set bars.interval_s=3600); strategy and feature windows count bars"
+    )
+    with pytest.raises(ValueError) as exc:
+        run_backtest(_cfg(ch_dsn, ch_db), spec, progress=False)
+    assert str(exc.value) == refusal
+    assert _runs(client, ch_db) == runs
+    with pytest.raises(ValueError) as exc:  # nor are they published as minute bars
+        ingest_file(path, "127.0.0.1:1", "bars", progress=False)
+    assert str(exc.value) == refusal
+
+    cfg = _cfg(ch_dsn, ch_db, bars={"interval_s": 3600})
+    run_id, summary = run_backtest(cfg, spec, tmp_path / "h", progress=False)
+    assert count_final(client, ch_db, "bars", run_id) == hourly.height == 2 * 31 * 24
+    assert summary.n_bars == 31 * 24  # equity points: one per hour across the account
+    got = query_df(
+        client,
+        f"SELECT DISTINCT interval_ns, toUnixTimestamp64Nano(ts_init) - "
+        f"toUnixTimestamp64Nano(ts_event) AS lag FROM {ch_db}.bars FINAL WHERE run_id = %(r)s",
+        {"r": run_id},
+    )
+    assert got.rows() == [(3600 * 10**9, 3600 * 10**9)]
+
+
 def test_summary_counts_bars_per_symbol_and_states_open_positions(
     ch_dsn: str, ch_db: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
