@@ -47,7 +47,7 @@ from dataflows.runner import (
 from infra.clickhouse import clear_run, close_all, connect, ensure_tables
 from operators.performance import Summary
 from schemas.config import Config
-from schemas.messages import NS_PER_SECOND, RunInfo
+from schemas.messages import RunInfo
 
 
 def parse_time(s: str | None) -> int | None:
@@ -124,7 +124,7 @@ def replay_source(spec: BacktestSpec, cfg: Config) -> tuple[Any, Kind, str]:
             spec.end_ns,
             speed=spec.speed,
             batch_size=cfg.kafka.batch_size,
-            interval_ns=cfg.bars.interval_s * NS_PER_SECOND,
+            interval_ns=cfg.bars.interval_ns,
         )
         return src, src.kind, spec.source
     from dataflows.io.kafka import KafkaRangeSource
@@ -219,19 +219,11 @@ def _file_in_range(
 
     lf = scan(spec.target)
     kind = detect_kind(lf)
-    if kind == "bars":  # before anything is opened (FileSource checks it again)
-        check_bar_interval(
-            normalized(lf, kind, selected, spec.start_ns, spec.end_ns),
-            interval_ns,
-            spec.source,
-        )
+    in_range = normalized(lf, kind, selected, spec.start_ns, spec.end_ns)
+    if kind == "bars":  # before anything is opened (FileSource, the source, checks it too)
+        check_bar_interval(in_range, interval_ns, spec.source)
     held, _ = file_inventory(spec.target, venue="binance_spot")  # what FileSource replays
-    counts = (
-        normalized(lf, kind, selected, spec.start_ns, spec.end_ns)
-        .group_by("symbol")
-        .agg(pl.len().alias("n"))
-        .collect()
-    )
+    counts = in_range.group_by("symbol").agg(pl.len().alias("n")).collect()
     got = {str(r["symbol"]): int(r["n"]) for r in counts.iter_rows(named=True)}
     return held, kind, got
 
@@ -288,7 +280,7 @@ def run_backtest(
     kind: str = topic_kind(spec.target)
     not_replayed: list[SymbolData] = []
     if spec.scheme == "file":
-        held, kind, got = _file_in_range(spec, selected, cfg.bars.interval_s * NS_PER_SECOND)
+        held, kind, got = _file_in_range(spec, selected, cfg.bars.interval_ns)
         check_outcome(spec, selected, got, held, _unit(kind), "nothing to replay")
         not_replayed = [d for d in held if d.symbol not in selected]
     fs = config_feature_set(cfg)
@@ -391,11 +383,12 @@ def run_backtest(
         out.print(f"warning: {w}", style="yellow", markup=False, highlight=False)
     # Said, never dropped silently: the run covers only the selected symbols.
     universe = sorted(cfg.symbols)
-    for why, known, listed in (
-        ("--symbols", True, selected),
-        ("the config's `symbols`", False, universe),
+    unselected = [d for d in not_replayed if d.symbol in universe]
+    unknown = [d for d in not_replayed if d.symbol not in universe]
+    for skipped, why, listed in (
+        (unselected, "--symbols", selected),
+        (unknown, "the config's `symbols`", universe),
     ):
-        skipped = [d for d in not_replayed if (d.symbol in universe) == known]
         if skipped:
             out.print(
                 f"note: {spec.source} also holds {describe(skipped, unit=_unit(kind))}; not "

@@ -82,7 +82,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         venue=None if args.venue == "all" else args.venue,
         progress=not args.no_progress,
         outage_s=cfg.kafka.outage_s,
-        interval_ns=cfg.bars.interval_s * 1_000_000_000,
+        interval_ns=cfg.bars.interval_ns,
     )
     _console().print(f"delivered {n} messages")
     return 0

@@ -88,7 +88,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if not todo:
         console.print("md.bars.v1 already holds January 2024: not ingesting it twice")
     else:
-        iv = first.bars.interval_s * 1_000_000_000
+        iv = first.bars.interval_ns
         ingest_file(DEMO_BARS, first.kafka.bootstrap, "bars", symbols=todo, interval_ns=iv)
     spec = BacktestSpec(f"kafka:{BARS.name}", ("BTCUSDT", "ETHUSDT"), start, end)
     docs = []

@@ -217,11 +217,7 @@ def strategy_factory(cfg: Config, fs: FeatureSet) -> Callable[[str], Any]:
             else:
                 made.append(RuleProducer(p.name, SmaCross(symbol, p.fast, p.slow, p.price)))
         if implicit:
-            made.append(
-                RuleProducer(
-                    f"sma_cross_{s.fast}_{s.slow}", SmaCross(symbol, s.fast, s.slow, s.price)
-                )
-            )
+            made.append(RuleProducer(s.rule_name, SmaCross(symbol, s.fast, s.slow, s.price)))
         return SymbolProducers(made, trading)
 
     producers(cfg.symbols[0])  # fail now, not inside the running flow

@@ -83,7 +83,7 @@ def no_trades_reason(
     decision thresholds, and the risk engine's denials by rule (a run that did nothing says
     why)."""
     producer = cfg.strategy.producer
-    name = producer or f"sma_cross_{cfg.strategy.fast}_{cfg.strategy.slow}"
+    name = producer or cfg.strategy.rule_name
     run = {"run": run_id, "name": name}
     sig = query_df(
         client,
@@ -97,7 +97,8 @@ def no_trades_reason(
         + (f" ({', '.join(f'direction {d}: {n:,}' for d, n in said.items())})" if said else "")
     ]
     spec = next((p for p in cfg.producers if p.name == producer), None)
-    slow = cfg.strategy.slow if spec is None else spec.slow if spec.kind == "sma_cross" else 0
+    rule = cfg.strategy if spec is None else spec if spec.kind == "sma_cross" else None
+    slow = rule.slow if rule is not None else 0  # an SMA rule's first signal: bar slow + 1
     most = max((bars or {}).values(), default=None)
     if slow and most is not None and most <= slow:
         parts[0] += (

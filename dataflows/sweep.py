@@ -213,7 +213,7 @@ def _check_data(spec: SweepSpec, cfg: Config) -> None:
     selected = sorted(selected_symbols(cfg, spec.symbols))
     for flag, w in (("--in-sample", spec.in_sample), ("--out-of-sample", spec.out_of_sample)):
         bt = _bt(spec, w)
-        held, kind, got = _file_in_range(bt, selected, cfg.bars.interval_s * 1_000_000_000)
+        held, kind, got = _file_in_range(bt, selected, cfg.bars.interval_ns)
         check_outcome(bt, selected, got, held, _unit(kind), f"{flag} {w.text()}: no data")
 
 

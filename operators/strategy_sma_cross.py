@@ -12,10 +12,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from operators.features.base import BATCH_MIN
 from operators.features.sma import SMA
 from schemas.messages import Bar, Signal
-
-BATCH_MIN = 128  # bars: a shorter run is decided bar by bar (the same signals; ADR 0016)
 
 
 class SmaCross:

@@ -65,6 +65,10 @@ class BarsConfig(_Section):
     interval_s: int = Field(60, gt=0)
     grace_ms: int = Field(2_000, ge=0)  # out-of-order tolerance before a bar closes
 
+    @property
+    def interval_ns(self) -> int:
+        return self.interval_s * 1_000_000_000
+
 
 class FeaturesConfig(_Section):
     # A built-in set (core, tcn12, full: operators/features/sets.py) or one declared under
@@ -81,6 +85,11 @@ class StrategyConfig(_Section):
     long_only: bool = True
     # The [[producers]] entry whose signals trade; "" = this section's SMA rule.
     producer: str = ""
+
+    @property
+    def rule_name(self) -> str:
+        """The name this section's SMA rule's signals carry (as `SmaCross.name`)."""
+        return f"sma_cross_{self.fast}_{self.slow}"
 
     @model_validator(mode="after")
     def _fast_below_slow(self) -> StrategyConfig:

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from operator import itemgetter
 from typing import Any, Protocol
 
-from operators.features.base import BarColumns
+from operators.features.base import BATCH_MIN, BarColumns
 from operators.features.registry import FeatureSpec, build, output_columns, parse_spec
 from schemas.messages import Bar
 
@@ -50,7 +50,6 @@ def _compile(specs: Sequence[FeatureSpec], features: Sequence[Any]) -> UpdateFn:
 
 
 RowsFn = Callable[..., list[tuple[float, ...]]]
-BATCH_MIN = 128  # bars: a shorter run takes `update` bar by bar (the same values; ADR 0016)
 
 
 def _compile_rows(specs: Sequence[FeatureSpec], features: Sequence[Any]) -> RowsFn:

@@ -8,7 +8,7 @@ from collections import deque
 
 import numpy as np
 
-from operators.features.base import FIELDS, NAN, BarColumns, spec_name
+from operators.features.base import BATCH_MIN, FIELDS, NAN, BarColumns, spec_name
 from operators.fixedpoint import SCALE
 from schemas.messages import Bar
 
@@ -54,7 +54,7 @@ class SMA:
 
     def update_many(self, cols: BarColumns) -> list[float]:
         prices = cols.field(self.field)
-        run = self.sums_many(prices) if len(prices) >= 128 else None  # short: numpy would lose
+        run = self.sums_many(prices) if len(prices) >= BATCH_MIN else None
         if run is None:
             return [self.update_price(p) for p in prices]
         return self.values_of(*run)
