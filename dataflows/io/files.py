@@ -144,11 +144,16 @@ def check_bar_interval(lf: pl.LazyFrame, interval_ns: int, source: str) -> None:
     if bad:
         step = bad[0][1]
         got = ", ".join(f"{s}: {d / 1e9:g} s" for s, d in bad)
+        secs, frac = divmod(step, 1_000_000_000)
+        fix = (
+            f"set bars.interval_s = {secs} in the config (or --set bars.interval_s={secs}); "
+            "strategy and feature windows count bars"
+            if not frac
+            else "bars.interval_s takes whole seconds: resample the file to a whole-second bar"
+        )
         raise ValueError(
             f"{source} holds bars {step / 1e9:g} s apart ({got}) but the bar interval is "
-            f"{interval_ns / 1e9:g} s ([bars] interval_s): set bars.interval_s = "
-            f"{step // 1_000_000_000} in the config (or --set bars.interval_s="
-            f"{step // 1_000_000_000}); strategy and feature windows count bars"
+            f"{interval_ns / 1e9:g} s ([bars] interval_s): {fix}"
         )
 
 

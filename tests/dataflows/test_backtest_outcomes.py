@@ -451,3 +451,35 @@ def test_rerun_leaves_no_stale_rows_of_an_older_engine(ch_dsn: str, ch_db: str) 
         parameters={"r": run_id},
     )
     assert "BTCUSDT" not in str(accounts)
+
+
+def test_the_bar_length_check_names_a_fix_that_exists_and_ignores_one_odd_bar(
+    tmp_path: Path,
+) -> None:
+    """Half-second bars: `interval_s` takes whole seconds, so no `= 0` advice. One off-grid bar
+    among real minutes does not move a symbol's spacing (it is dead-lettered in the flow), and
+    a symbol with a single bar has no spacing to judge."""
+    from dataflows.io.files import check_bar_interval, normalized, scan
+
+    minutes = pl.read_parquet(BARS_2024_01)
+    btc = minutes.filter(pl.col("symbol") == "BTCUSDT").head(1_000)
+    t0 = btc["open_time"][0]
+    fast = btc.with_columns(
+        open_time=pl.datetime_range(
+            t0, t0 + 999 * pl.duration(milliseconds=500), "500ms", eager=True
+        )
+    )
+    path = tmp_path / "fast.parquet"
+    fast.write_parquet(path)
+    with pytest.raises(ValueError) as exc:
+        check_bar_interval(normalized(scan(path), "bars"), 60 * 10**9, "file:fast")
+    assert str(exc.value) == (
+        "file:fast holds bars 0.5 s apart (BTCUSDT: 0.5 s) but the bar interval is 60 s "
+        "([bars] interval_s): bars.interval_s takes whole seconds: resample the file to a "
+        "whole-second bar"
+    )
+    odd = btc.head(1).with_columns(pl.col("open_time") + pl.duration(seconds=30))
+    one = minutes.filter(pl.col("symbol") == "ETHUSDT").head(1).with_columns(symbol=pl.lit("X"))
+    mixed = tmp_path / "mixed.parquet"
+    pl.concat([minutes, odd, one]).write_parquet(mixed)
+    check_bar_interval(normalized(scan(mixed), "bars"), 60 * 10**9, "file:mixed")  # no error
