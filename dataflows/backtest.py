@@ -30,6 +30,8 @@ from dataflows.report import (
     account_initial,
     bar_counts,
     build_report,
+    dead_letter_counts,
+    dead_letter_note,
     load_run,
     no_trades_reason,
     open_positions,
@@ -310,6 +312,7 @@ def run_backtest(
     per_symbol = {s: bars.get(s, 0) for s in selected}
     positions = open_positions(client, ch.database, run_id)
 
+    dead = dead_letter_counts(client, ch.database, run_id)
     fills, equity = load_run(client, ch.database, run_id)
     summary, ts, eq = build_report(fills, equity, account_initial(cfg))
     if not fills:
@@ -324,6 +327,7 @@ def run_backtest(
         "open_positions": [p.to_dict() for p in positions],
         "warnings": warnings,
         "not_replayed": [d.symbol for d in not_replayed],
+        "dead_letters": dead,
     }
     record_feature_set(client, ch.database, run_id, fs)
 
@@ -381,6 +385,9 @@ def run_backtest(
         )
     for w in warnings:
         out.print(f"warning: {w}", style="yellow", markup=False, highlight=False)
+    if dead:  # said, never dropped silently: input the run did not use
+        note = dead_letter_note(dead, f"{ch.database}.dead_letters", run_id)
+        out.print(f"note: {note}", markup=False, highlight=False)
     # Said, never dropped silently: the run covers only the selected symbols.
     universe = sorted(cfg.symbols)
     unselected = [d for d in not_replayed if d.symbol in universe]

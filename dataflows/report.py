@@ -74,6 +74,28 @@ def bar_counts(client: Any, database: str, run_id: str) -> dict[str, int]:
     return {str(r["symbol"]): int(r["n"]) for r in df.iter_rows(named=True)}
 
 
+def dead_letter_counts(client: Any, database: str, run_id: str) -> dict[str, int]:
+    """Dead letters the run stored per reason (`dead_letters` table, FINAL), most first."""
+    df = query_df(
+        client,
+        f"SELECT reason, count() AS n FROM {database}.dead_letters FINAL "
+        "WHERE run_id = %(run)s GROUP BY reason ORDER BY n DESC, reason",
+        {"run": run_id},
+    )
+    return {str(r["reason"]): int(r["n"]) for r in df.iter_rows(named=True)}
+
+
+def dead_letter_note(counts: dict[str, int], table: str, run_id: str, shown: int = 5) -> str:
+    """One line: how many messages the run dead-lettered, the commonest reasons, where they are."""
+    reasons = [f"{r}: {n:,}" for r, n in list(counts.items())[:shown]]
+    if len(counts) > shown:
+        reasons.append(f"{len(counts) - shown} more reasons")
+    return (
+        f"{sum(counts.values()):,} messages went to dead letters ({', '.join(reasons)}), not "
+        f"into the run: table {table}, run_id {run_id}"
+    )
+
+
 def no_trades_reason(
     client: Any, database: str, run_id: str, cfg: Config, bars: dict[str, int] | None = None
 ) -> str:

@@ -483,3 +483,51 @@ def test_the_bar_length_check_names_a_fix_that_exists_and_ignores_one_odd_bar(
     mixed = tmp_path / "mixed.parquet"
     pl.concat([minutes, odd, one]).write_parquet(mixed)
     check_bar_interval(normalized(scan(mixed), "bars"), 60 * 10**9, "file:mixed")  # no error
+
+
+def test_dead_lettered_rows_are_counted_and_named_in_the_summary(
+    ch_dsn: str, ch_db: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Hostile rows among real bars (a NaN close, a negative open, an exact duplicate) go to
+    dead letters and the run says so: a note with the count and reasons, summary.json's
+    `dead_letters` equal to the table's own count per reason; a clean file says nothing."""
+    df = pl.read_parquet(BARS_2024_01).filter(pl.col("open_time").dt.day() == 2)
+    btc = df.filter(pl.col("symbol") == "BTCUSDT")
+    bad = pl.concat(
+        [
+            btc.slice(100, 1).with_columns(close=pl.lit(float("nan"))),
+            btc.slice(200, 1).with_columns(open=pl.lit(-5.0)),
+            btc.slice(300, 1),
+        ]
+    )
+    path = tmp_path / "hostile.parquet"
+    pl.concat([df, bad]).write_parquet(path)
+    cfg = _cfg(ch_dsn, ch_db)
+    run_id, _ = run_backtest(
+        cfg, BacktestSpec(f"file:{path}", ("BTCUSDT", "ETHUSDT")), tmp_path / "out", progress=False
+    )
+    out = " ".join(capsys.readouterr().out.split())
+    client = connect(ch_dsn, ch_db)
+    table = query_df(
+        client,
+        f"SELECT reason, count() AS n FROM {ch_db}.dead_letters FINAL WHERE run_id = %(r)s "
+        "GROUP BY reason",
+        {"r": run_id},
+    )
+    want = {r: int(n) for r, n in table.iter_rows()}
+    assert sum(want.values()) == 3 and any(r.startswith("bad close") for r in want)
+    doc = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert doc["dead_letters"] == want
+    assert "note: 3 messages went to dead letters (" in out
+    assert all(f"{r}: {n:,}" in out for r, n in want.items())
+    assert f"table {ch_db}.dead_letters, run_id {run_id}" in out
+    clean = tmp_path / "clean.parquet"
+    df.write_parquet(clean)
+    run_backtest(
+        cfg,
+        BacktestSpec(f"file:{clean}", ("BTCUSDT", "ETHUSDT")),
+        tmp_path / "clean",
+        progress=False,
+    )
+    assert "dead letters" not in capsys.readouterr().out
+    assert json.loads((tmp_path / "clean" / "summary.json").read_text())["dead_letters"] == {}
