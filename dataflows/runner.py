@@ -9,6 +9,8 @@ get the one-line cause instead of the wrapper.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import json
 import multiprocessing
 import multiprocessing.connection
@@ -19,7 +21,7 @@ import sys
 import tempfile
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -96,6 +98,20 @@ def fault_of(exc: BaseException | None) -> Fault | None:
     return faults.first() or find_fault(exc)
 
 
+@contextlib.contextmanager
+def frozen_heap() -> Iterator[None]:
+    """Exclude what exists before a run (modules, config, models) from the cyclic GC while it
+    runs. A replay allocates millions of short-lived tuples and lists; every full collection
+    would otherwise walk the whole import-time heap again (measured: 1.3 s of GC in a 9 s
+    year replay, 0.3 s with the heap frozen). Nothing is leaked: garbage frozen with it is
+    collected after the run, once unfrozen (no collection first: tests run many short flows)."""
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+
+
 def execute(
     flow: Dataflow,
     workers: int,
@@ -110,10 +126,11 @@ def execute(
     kw: dict[str, Any] = {"epoch_interval": epoch_interval, "recovery_config": recovery}
     faults.clear()
     try:
-        if workers == 1:
-            run_main(flow, **kw)
-        else:
-            cluster_main(flow, [], 0, worker_count_per_proc=workers, **kw)
+        with frozen_heap():
+            if workers == 1:
+                run_main(flow, **kw)
+            else:
+                cluster_main(flow, [], 0, worker_count_per_proc=workers, **kw)
     except Exception as exc:
         fault = fault_of(exc)
         if fault is None:
