@@ -28,6 +28,8 @@ class AccountLogic(_Shim):
     ) -> None:
         self.new_trader = new_trader
         self.state: AccountTrader | None = resume
+        if resume is not None:
+            resume.columnar = True
         self.stale_after_s = stale_after_s
         self._seen: dict[str, float] = {}  # symbol -> wall time of its last bar (not snapshotted)
         self._since = time.monotonic()
@@ -35,6 +37,7 @@ class AccountLogic(_Shim):
     def on_item(self, value: Batch) -> tuple[list[Batch], bool]:
         if self.state is None:
             self.state = self.new_trader()
+            self.state.columnar = True  # equity runs as blocks: the sink writes them as arrays
         if self.stale_after_s is not None:
             now = time.monotonic()
             for item in value:

@@ -41,6 +41,7 @@ from operators.validation import (
     payload_text,
     validate_batch,
 )
+from schemas.blocks import RowBlock, expand
 from schemas.codec import DecodeError, decoder, encode
 from schemas.config import Config
 from schemas.messages import (
@@ -141,10 +142,15 @@ def _decoder(
 def _by_table(batch: list[Any]) -> list[tuple[str, list[Any]]]:
     tables: dict[str, list[Any]] = defaultdict(list)
     for m in batch:
-        t = TABLE_BY_CLASS.get(type(m))
+        t = TABLE_BY_CLASS.get(type(m) if type(m) is not RowBlock else m.cls)
         if t is not None:
             tables[t.name].append(m)
     return list(tables.items())
+
+
+def _expanded(batch: list[Any]) -> list[Any]:
+    """An event batch as single messages: every `RowBlock` replaced by its structs, in place."""
+    return list(expand(batch))
 
 
 def _kafka_records(cls: type, key_attr: str):
@@ -217,6 +223,8 @@ def _route(kv: tuple[str, list[Any]]) -> list[tuple[str, list[Any]]]:
             sym = m[0].symbol
         elif t is FeatureRow:
             sym = m.symbol
+        elif t is RowBlock and "symbol" in m.const:  # a symbol's feature rows
+            sym = m.const["symbol"]
         elif t is DeadLetter:
             sym = m.key or default
         elif t is Metric and m.labels.startswith("symbol="):
@@ -368,7 +376,7 @@ def _outputs(events: Any, sinks: FlowSinks) -> None:
     if sinks.monitor is not None:
         op.output("monitor", events, sinks.monitor)
     if sinks.events is not None:
-        op.output("events_out", op.flatten("flatten_events", events), sinks.events)
+        op.output("events_out", op.flat_map("flatten_events", events, _expanded), sinks.events)
 
 
 def build_feature_flow(

@@ -15,6 +15,7 @@ from operators.feature_engine import FeatureEngine, Out
 from operators.models.producers import SymbolProducers
 from operators.plausibility import Rules
 from operators.validation import dead_letter_for
+from schemas.blocks import RowBlock
 from schemas.messages import Bar, FeatureRow, Metric, Trade
 
 # What flows between steps: one list per item, keyed by symbol.
@@ -88,7 +89,8 @@ class BarsLogic(_Shim):
 
 
 class FeaturesLogic(_Shim):
-    """Bars of one symbol group -> [(bar, values), ... , FeatureRow | DeadLetter | Metric ...].
+    """Bars of one symbol group -> [(bar, values), ..., DeadLetter | Metric ..., then each
+    symbol's stored feature rows as one `RowBlock`].
 
     The group is one symbol, or all symbols when the feature set has pair features (the engine
     aligns them by open time; see operators/feature_engine.py)."""
@@ -101,10 +103,13 @@ class FeaturesLogic(_Shim):
         self.state: FeatureEngine | None = resume
 
     def _emit(self, rows: list[Out], out: Batch, counts: dict[str, int]) -> None:
-        """`counts`: the engine's reject counters before the update (dead-letter numbers)."""
+        """`counts`: the engine's reject counters before the update (dead-letter numbers).
+        Stored feature rows follow the batch's rows as one `RowBlock` per symbol (in row order;
+        the ClickHouse sink writes their columns as arrays, without a struct per bar)."""
         fs = self.state.template  # type: ignore[union-attr]
-        name, version, store = fs.name, fs.version, self.store
         add = out.append
+        cols: dict[str, tuple[list[int], list[int], list[tuple[float, ...]]]] = {}
+        store = self.store
         for row in rows:
             bar, v = row
             if type(v) is str:
@@ -112,8 +117,21 @@ class FeaturesLogic(_Shim):
                 add(dead_letter_for(bar, "features", v, f"features:{bar.symbol}:{n}"))
                 continue
             add(row)
-            if store:  # right after its row: the event order never depends on batching
-                add(FeatureRow(bar.symbol, bar.ts_event, bar.ts_init, name, version, v))
+            if store:
+                c = cols.get(bar.symbol)
+                if c is None:
+                    c = cols[bar.symbol] = ([], [], [])
+                c[0].append(bar.ts_event)
+                c[1].append(bar.ts_init)
+                c[2].append(v)
+        for sym, (ts, ti, values) in cols.items():
+            add(
+                RowBlock(
+                    FeatureRow,
+                    {"ts_event": ts, "ts_init": ti, "values": values},
+                    {"symbol": sym, "feature_set": fs.name, "version": fs.version},
+                )
+            )
 
     def on_item(self, value: list[Any]) -> tuple[list[Batch], bool]:
         if self.state is None:

@@ -41,6 +41,7 @@ from infra.clickhouse_client import (  # re-exported: callers import them from h
     fault_for,
     set_retry_defaults,
 )
+from schemas.blocks import RowBlock, class_of, expand
 from schemas.messages import (
     Bar,
     DeadLetter,
@@ -298,26 +299,56 @@ _ARROW_TYPES: dict[str, Any] = {
 }
 
 
-def arrow_for(table: Table | str, structs: Sequence[msgspec.Struct], run_id: str = "") -> Any:
-    """A pyarrow Table for `client.insert_arrow`, or None if a column type has no mapping.
+def arrow_for(
+    table: Table | str,
+    structs: Sequence[msgspec.Struct],
+    run_id: str = "",
+    blocks: Sequence[RowBlock] = (),
+) -> Any:
+    """A pyarrow Table for `client.insert_arrow` (the structs' rows, then each block's), or None
+    if a column type has no mapping.
 
     Arrow is converted to columns in C++ by ClickHouse itself; the Native path serializes in
-    Python (LowCardinality dictionaries especially), ~30% slower on chDB for bars.
+    Python (LowCardinality dictionaries especially), ~30% slower on chDB for bars. A block's
+    columns become arrays directly, without a struct (its constants: one repeated scalar).
     """
     t = _table(table)
-    layout, _ = _layout(t)
-    names, columns = columns_for(t, structs, run_id)
-    arrays = []
-    for (_, typ), col in zip(layout, columns, strict=True):
-        if typ == DATETIME:  # int ns since the epoch: same bits as timestamp[ns, UTC]
-            arrays.append(pa.array(col, pa.int64()).view(pa.timestamp("ns", tz="UTC")))
+    layout, own = _layout(t)
+    types = []
+    for _, typ in layout:
+        if typ == DATETIME:
+            types.append(pa.int64())
         elif typ in _ARROW_TYPES:
-            arrays.append(pa.array(col, _ARROW_TYPES[typ]))
+            types.append(_ARROW_TYPES[typ])
         elif typ.startswith("Array(") and typ[6:-1] in _ARROW_TYPES:
-            arrays.append(pa.array(col, pa.list_(_ARROW_TYPES[typ[6:-1]])))
+            types.append(pa.list_(_ARROW_TYPES[typ[6:-1]]))
         else:
             return None
-    return pa.Table.from_arrays(arrays, names=names)
+    names = [n for n, _ in layout]
+    n = len(structs) + sum(map(len, blocks))
+    if n == 0:
+        return None
+    # One array per column over every row: a table of many small chunks (one per block) costs
+    # chDB's Arrow import about twice as much as the same rows in one chunk.
+    struct_cols = columns_for(t, structs, run_id)[1] if structs else [[] for _ in names]
+    arrays = []
+    for name, typ, head in zip(names, types, struct_cols, strict=True):
+        if name == "run_id" and not own:
+            arrays.append(pa.repeat(pa.scalar(run_id, typ), n))
+            continue
+        consts = {repr(b.const[name]) for b in blocks if name in b.const}
+        if not structs and len(consts) == 1 and all(name in b.const for b in blocks):
+            arrays.append(pa.repeat(pa.scalar(blocks[0].const[name], typ), n))
+            continue
+        values = list(head)
+        for b in blocks:
+            values.extend(b.column(name))
+        arrays.append(pa.array(values, typ))
+    ts = pa.timestamp("ns", tz="UTC")  # int ns since the epoch: the same bits
+    return pa.Table.from_arrays(
+        [a.view(ts) if typ == DATETIME else a for a, (_, typ) in zip(arrays, layout, strict=True)],
+        names=names,
+    )
 
 
 # --------------------------------------------------------------------------- writer
@@ -364,56 +395,71 @@ class BatchWriter:
         self._retry = _retry(retries, retry_backoff_s)
         self._sleep = sleep
         self._buffers: dict[str, list[msgspec.Struct]] = {}
+        self._blocks: dict[str, list[RowBlock]] = {}  # columnar rows, written as Arrow arrays
+        self._block_rows: dict[str, int] = {}  # rows in _blocks, per table
         self._oldest: dict[str, float] = {}  # table -> clock() when its buffer became non-empty
         self.written: dict[str, int] = {}  # rows confirmed written, per table
         self.inserts = 0  # number of insert statements issued
 
-    def add(self, table_name: str, structs: msgspec.Struct | Iterable[msgspec.Struct]) -> None:
+    def add(
+        self,
+        table_name: str,
+        structs: msgspec.Struct | RowBlock | Iterable[msgspec.Struct | RowBlock],
+    ) -> None:
+        """Buffer one struct, one `RowBlock`, or many of either (all of the table's class)."""
         table = _table(table_name)
-        buf = self._buffers.setdefault(table.name, [])
-        before = len(buf)
-        if isinstance(structs, msgspec.Struct):
-            buf.append(structs)
-        else:
-            buf.extend(structs)
-        if len(buf) > before:
-            cls = table.message_cls
-            bad = next((s for s in buf[before:] if type(s) is not cls), None)
-            if bad is not None:
-                del buf[before:]
+        cls = table.message_cls
+        if isinstance(structs, msgspec.Struct | RowBlock):
+            structs = [structs]
+        items = structs if isinstance(structs, list) else list(structs)
+        rows = [s for s in items if type(s) is cls]
+        blocks: list[RowBlock] = []
+        if len(rows) != len(items):
+            blocks = [b for b in items if type(b) is RowBlock and b.cls is cls]
+            if len(rows) + len(blocks) != len(items):
+                bad = next(s for s in items if class_of(s) is not cls)
                 raise ClickHouseError(
-                    f"table {table.name!r} takes {cls.__name__}, got {type(bad).__name__}"
+                    f"table {table.name!r} takes {cls.__name__}, got {class_of(bad).__name__}"
                 )
+            blocks = [b for b in blocks if len(b)]
+        if rows:
+            self._buffers.setdefault(table.name, []).extend(rows)
+        if blocks:
+            self._blocks.setdefault(table.name, []).extend(blocks)
+            self._block_rows[table.name] = self._block_rows.get(table.name, 0) + sum(
+                map(len, blocks)
+            )
+        if rows or blocks:
             self._oldest.setdefault(table.name, self._clock())
         self.flush_due()
 
+    def _count(self, name: str) -> int:
+        return len(self._buffers.get(name, ())) + self._block_rows.get(name, 0)
+
     def pending(self) -> dict[str, int]:
         """Buffered (not yet inserted) rows per table."""
-        return {name: len(buf) for name, buf in self._buffers.items() if buf}
+        counts = {name: self._count(name) for name in {*self._buffers, *self._blocks}}
+        return {name: n for name, n in counts.items() if n}
 
     def flush_due(self) -> int:
         """Flush the tables past a threshold; returns rows written."""
-        now = self._clock()
-        due = [
-            name
-            for name, buf in self._buffers.items()
-            if buf
-            and (len(buf) >= self.batch_rows or now - self._oldest[name] >= self.batch_seconds)
-        ]
+        now, rows, age = self._clock(), self.batch_rows, self.batch_seconds
+        due = [n for n, t in self._oldest.items() if self._count(n) >= rows or now - t >= age]
         return sum(self._flush_table(name) for name in due)
 
     def flush(self) -> int:
         """Flush every table; returns rows written."""
-        return sum(self._flush_table(name) for name in list(self._buffers))
+        return sum(self._flush_table(name) for name in list(self._oldest))
 
     def _flush_table(self, name: str) -> int:
-        buf = self._buffers.get(name)
-        if not buf:
+        buf = self._buffers.get(name, [])
+        blocks = self._blocks.get(name, [])
+        if not buf and not blocks:
             return 0
         delays = self._retry.delays()
         for attempt in range(len(delays) + 1):
             try:
-                n = self._insert(name, buf)
+                n = self._insert(name, buf, blocks)
                 break
             except ClickHouseWriteError as err:
                 if attempt == len(delays):
@@ -424,16 +470,20 @@ class BatchWriter:
                 log.warning("%s; retrying in %.1f s", err, delays[attempt])
                 self._sleep(delays[attempt])
         buf.clear()
+        blocks.clear()
+        self._block_rows.pop(name, None)
         self._oldest.pop(name, None)
         self.written[name] = self.written.get(name, 0) + n
         return n
 
-    def _insert(self, name: str, buf: list[msgspec.Struct]) -> int:
+    def _insert(self, name: str, buf: list[msgspec.Struct], blocks: list[RowBlock]) -> int:
         """One insert of the whole buffer; raises ClickHouseWriteError (the buffer is kept)."""
         table = TABLES[name]
-        n = len(buf)
+        n = len(buf) + sum(map(len, blocks))
         try:
-            arrow = arrow_for(table, buf, self.run_id)
+            arrow = arrow_for(table, buf, self.run_id, blocks)
+            if arrow is None and blocks:  # a column type without an Arrow mapping: as structs
+                buf = [*buf, *expand(blocks)]
             if arrow is not None:
                 summary = self.client.insert_arrow(name, arrow, database=self.database)
             else:

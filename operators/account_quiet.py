@@ -8,6 +8,9 @@ hoisted out of the loop: the same floats in the same order (equity = cash + the 
 qty * mark summed in symbol order), the same events, the same final state. A test holds it equal
 to booking every step one at a time, state included.
 
+With `AccountTrader.columnar` (the flow's setting) a run's points come out as one `RowBlock`
+in their place: the same rows, column by column, for the ClickHouse sink to write as arrays.
+
 Nothing in a quiet step can make the next one un-quiet (no order can fill, no position changes,
 a flat margin account cannot be liquidated), so the condition is checked once per run.
 """
@@ -17,8 +20,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-import msgspec
-
+from schemas.blocks import Emitted, RowBlock
 from schemas.messages import NS_PER_DAY, Bar, EquityPoint
 
 if TYPE_CHECKING:
@@ -36,9 +38,7 @@ def can_book_quietly(tr: AccountTrader) -> bool:
     return acct.kind == "spot" or all(p.qty == 0.0 for p in acct.positions.values())
 
 
-def book_quiet(
-    tr: AccountTrader, steps: Sequence[list[Decision]], out: list[msgspec.Struct]
-) -> None:
+def book_quiet(tr: AccountTrader, steps: Sequence[list[Decision]], out: list[Emitted]) -> None:
     """Book `steps` (each: the decisions at one open time, symbols in name order, no signal,
     every close > 0: a bad close is left to the one-step path, which refuses it)."""
     acct, mon = tr.account, tr.monitor
@@ -51,6 +51,11 @@ def book_quiet(
     day, sod, prev, peak, trades = mon.day, mon.sod_equity, mon.equity, mon.peak_equity, None
     last: dict[str, Bar] = {}
     tc = ti = 0
+    # The points column by column (cash is constant: nothing fills in a quiet step).
+    t_close: list[int] = []
+    t_init: list[int] = []
+    values: list[float] = []
+    equities: list[float] = []
     for at_t in steps:
         tc = ti = 0
         for bar, _ in at_t:
@@ -66,7 +71,10 @@ def book_quiet(
         for s, q in held:
             v += q * marks[s]
         eq = cash + v  # spot: cash + position_value; a flat margin account: cash + 0.0
-        out.append(EquityPoint(name, tc, ti, cash, eq - cash, eq))
+        t_close.append(tc)
+        t_init.append(ti)
+        values.append(eq - cash)
+        equities.append(eq)
         if per_step:
             mon.on_equity(tc, eq)
         else:  # RiskMonitor.on_equity without the Sharpe window
@@ -78,6 +86,16 @@ def book_quiet(
             prev = eq
             if eq > peak:
                 peak = eq
+    if t_close:
+        block = RowBlock(
+            EquityPoint,
+            {"ts_event": t_close, "ts_init": t_init, "position_value": values, "equity": equities},
+            {"account": name, "cash": cash},
+        )
+        if tr.columnar:  # the flow: one block, written to ClickHouse as arrays
+            out.append(block)
+        else:
+            out.extend(block.structs())
     if not per_step:
         mon.day, mon.sod_equity, mon.equity, mon.peak_equity = day, sod, prev, peak
         if trades is not None:

@@ -52,6 +52,7 @@ from operators.risk.monitor import RiskMonitor, risk_context
 from operators.risk.stale_data import StaleData
 from operators.risk.state import Mode, TradingState, TradingStateChanged
 from operators.sizing import FractionOfEquity, Sizer
+from schemas.blocks import Emitted
 from schemas.messages import (
     Bar,
     CancelOrder,
@@ -80,6 +81,9 @@ _NO_SPEC = SymbolSpec(0.0, 0.0, 0.0)
 
 class AccountTrader:
     batch_quiet = True  # quiet steps in one pass (account_quiet.py); tests: False, one by one
+    # The flow's setting: a quiet run's equity points come out as one `RowBlock` (columns the
+    # ClickHouse sink writes as arrays) instead of one struct per bar; the same rows.
+    columnar = False
 
     def __init__(
         self,
@@ -138,8 +142,8 @@ class AccountTrader:
 
     # --- input ---------------------------------------------------------------------------------
 
-    def update(self, items: Sequence[Decision | Command | DeadLetter]) -> list[msgspec.Struct]:
-        out: list[msgspec.Struct] = []
+    def update(self, items: Sequence[Decision | Command | DeadLetter]) -> list[Emitted]:
+        out: list[Emitted] = []
         pending, mark, stale = self._pending, self._watermark, self.stale
         for item in items:
             if type(item) is not tuple:
@@ -163,19 +167,19 @@ class AccountTrader:
         self._release(out, final=False)
         return out
 
-    def release_stale(self, symbols: Sequence[str]) -> list[msgspec.Struct]:
+    def release_stale(self, symbols: Sequence[str]) -> list[Emitted]:
         """Live: stop waiting for `symbols` (they sent nothing for the caller's stale delay) and
         release what the others are held for. A stale symbol's next bar un-stales it; if it is
         older than what was already released, it is booked on arrival (late, out of account
         order: live only; replays never call this, so they stay deterministic)."""
         self.stale.update(s for s in symbols if s in self._pending)
-        out: list[msgspec.Struct] = []
+        out: list[Emitted] = []
         self._release(out, final=False)
         return out
 
-    def flush(self) -> list[msgspec.Struct]:
+    def flush(self) -> list[Emitted]:
         """Release everything held (end of input), then each symbol's final position."""
-        out: list[msgspec.Struct] = []
+        out: list[Emitted] = []
         self._release(out, final=True)
         for sym in self.symbols:
             bar = self.last_bar.get(sym)
@@ -187,7 +191,7 @@ class AccountTrader:
     def held(self) -> int:
         return sum(len(q) for q in self._pending.values())
 
-    def command(self, cmd: Command) -> list[msgspec.Struct]:
+    def command(self, cmd: Command) -> list[Emitted]:
         """Apply an operator command now; events carry the account's clock (the last close).
         A command for another account, or one already applied (re-delivered), does nothing."""
         if cmd.account != self.account.account or cmd.command_id in self._commands:
@@ -195,7 +199,7 @@ class AccountTrader:
         self._commands.add(cmd.command_id)
         ts = self.now or cmd.ts_event
         ts_init = self.now_init or cmd.ts_init
-        out: list[msgspec.Struct] = []
+        out: list[Emitted] = []
         if isinstance(cmd, HaltTrading):
             tr = self.state.halt(ts, cmd.reason or cmd.command_id)
             self._state_events(tr.events, ts_init, out)
@@ -213,7 +217,7 @@ class AccountTrader:
 
     # --- the loop ------------------------------------------------------------------------------
 
-    def _release(self, out: list[msgspec.Struct], final: bool) -> None:
+    def _release(self, out: list[Emitted], final: bool) -> None:
         pending = self._pending
         live = [w for s, w in self._watermark.items() if s not in self.stale]
         limit = min(live) if live else max(self._watermark.values())
@@ -257,7 +261,7 @@ class AccountTrader:
                 return
             yield [q.popleft() for q in pending.values() if q and q[0][0].ts_event == t]
 
-    def _step(self, at_t: list[Decision], out: list[msgspec.Struct]) -> None:
+    def _step(self, at_t: list[Decision], out: list[Emitted]) -> None:
         acct = self.account
         for bar, _ in at_t:  # 1. liquidations and fills in the bar
             if bar.symbol in acct.pending_liquidation:
@@ -287,7 +291,7 @@ class AccountTrader:
 
     # --- 1. execution --------------------------------------------------------------------------
 
-    def _execute(self, bar: Bar, out: list[msgspec.Struct]) -> None:
+    def _execute(self, bar: Bar, out: list[Emitted]) -> None:
         sym = bar.symbol
         exits = self._exits.get(sym)
         if exits and "stop" in exits and "limit" in exits:
@@ -321,7 +325,7 @@ class AccountTrader:
             if after != 0.0 and sym not in self._best:
                 self._best[sym] = ev.price
 
-    def _liquidate(self, bar: Bar, out: list[msgspec.Struct]) -> None:
+    def _liquidate(self, bar: Bar, out: list[Emitted]) -> None:
         sym = bar.symbol
         for o in self.sim.open_orders(sym):
             self._cancel(o.order_id, bar.ts_event, bar.ts_init, out)
@@ -332,13 +336,13 @@ class AccountTrader:
         out.append(liq)
         out.append(self.account.position_snapshot(sym, bar.ts_event, bar.ts_init))
 
-    def _cancel(self, order_id: str, ts: int, ts_init: int, out: list[msgspec.Struct]) -> None:
+    def _cancel(self, order_id: str, ts: int, ts_init: int, out: list[Emitted]) -> None:
         ev = self.sim.cancel(CancelOrder(order_id, ts, ts_init))
         if ev is not None:
             out.append(ev)
         self._forget(order_id)
 
-    def _cancel_all(self, ts: int, ts_init: int, out: list[msgspec.Struct]) -> None:
+    def _cancel_all(self, ts: int, ts_init: int, out: list[Emitted]) -> None:
         for oid in sorted(self._orders, key=lambda o: (self._orders[o].symbol, o)):
             self._cancel(oid, ts, ts_init, out)
 
@@ -380,7 +384,7 @@ class AccountTrader:
                     return True
         return False
 
-    def _observe(self, ts: int, ts_init: int, out: list[msgspec.Struct]) -> None:
+    def _observe(self, ts: int, ts_init: int, out: list[Emitted]) -> None:
         st = self.state
         if not self._observing or (st.mode is Mode.HALTED and not st.stale_symbols):
             return  # nothing left to escalate; stale flags clear on the next observe after resume
@@ -395,7 +399,7 @@ class AccountTrader:
                 self._flatten(ts, ts_init, "halt", out)
 
     def _state_events(
-        self, events: Sequence[TradingStateChanged], ts_init: int, out: list[msgspec.Struct]
+        self, events: Sequence[TradingStateChanged], ts_init: int, out: list[Emitted]
     ) -> None:
         for e in events:
             out.append(
@@ -410,7 +414,7 @@ class AccountTrader:
                 )
             )
 
-    def _flatten(self, ts: int, ts_init: int, cause: str, out: list[msgspec.Struct]) -> None:
+    def _flatten(self, ts: int, ts_init: int, cause: str, out: list[Emitted]) -> None:
         for sym, pos in sorted(self.account.positions.items()):
             if pos.qty != 0.0:
                 side: Side = "sell" if pos.qty > 0.0 else "buy"
@@ -418,7 +422,7 @@ class AccountTrader:
 
     # --- 4. resting exits ----------------------------------------------------------------------
 
-    def _sync_exits(self, bar: Bar, out: list[msgspec.Struct]) -> None:
+    def _sync_exits(self, bar: Bar, out: list[Emitted]) -> None:
         sym = bar.symbol
         pos = self.account.positions.get(sym)
         if pos is None or pos.qty == 0.0 or sym in self.account.pending_liquidation:
@@ -462,14 +466,14 @@ class AccountTrader:
 
     # --- 5. decisions --------------------------------------------------------------------------
 
-    def _decide(self, signal: Signal, bar: Bar, out: list[msgspec.Struct]) -> None:
+    def _decide(self, signal: Signal, bar: Bar, out: list[Emitted]) -> None:
         self._origin = (signal.strategy, signal.model_version, signal.feature_version)
         try:
             self._decide_signal(signal, bar, out)
         finally:
             self._origin = _NO_ORIGIN
 
-    def _decide_signal(self, signal: Signal, bar: Bar, out: list[msgspec.Struct]) -> None:
+    def _decide_signal(self, signal: Signal, bar: Bar, out: list[Emitted]) -> None:
         sym = bar.symbol
         q = self.account.qty(sym)
         d = signal.direction
@@ -525,7 +529,7 @@ class AccountTrader:
         ts_init: int,
         price: float,
         cause: str,
-        out: list[msgspec.Struct],
+        out: list[Emitted],
         exit_order: ExitOrder | None = None,
     ) -> str | None:
         """Check one order (trading state, risk rules, the account) and work it, or deny it."""

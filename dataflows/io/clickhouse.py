@@ -43,14 +43,15 @@ from infra.clickhouse import (
     fault_for,
 )
 from infra.faults import Fault
+from schemas.blocks import RowBlock, class_of
 
 PART = "clickhouse"
 
 
-def _table_of(struct: msgspec.Struct) -> str:
-    table = TABLE_BY_CLASS.get(type(struct))
+def _table_of(item: msgspec.Struct | RowBlock) -> str:
+    table = TABLE_BY_CLASS.get(class_of(item))
     if table is None:
-        raise ClickHouseError(f"no ClickHouse table stores {type(struct).__name__}")
+        raise ClickHouseError(f"no ClickHouse table stores {class_of(item).__name__}")
     return table.name
 
 
@@ -83,7 +84,7 @@ class _ClickHousePartition(StatefulSinkPartition[Any, None]):
             if isinstance(value, tuple):  # (table_name, struct | [structs]) from clickhouse_output
                 table, payload = value
                 add(table, payload)
-            elif isinstance(value, msgspec.Struct):
+            elif isinstance(value, (msgspec.Struct, RowBlock)):
                 add(_table_of(value), value)
             elif value:  # a non-empty list of structs, all of the first one's class
                 add(_table_of(value[0]), value)

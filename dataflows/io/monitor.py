@@ -12,6 +12,7 @@ from typing import Any
 
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
+from schemas.blocks import RowBlock
 from schemas.messages import Bar, DeadLetter, EquityPoint, Fill, Order
 
 
@@ -42,6 +43,8 @@ class FlowStats:
                 last[m.symbol] = m.ts_event + m.interval_ns
             elif t is EquityPoint:
                 eq[m.account] = m.equity
+            elif t is RowBlock and m.cls is EquityPoint and len(m):  # the last is the latest
+                eq[m.last("account")] = m.last("equity")
             elif t is Order:
                 orders += 1
             elif t is Fill:

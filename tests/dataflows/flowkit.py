@@ -57,10 +57,15 @@ ACCOUNT_TYPES = (
 
 
 def streams(events: list[Any]) -> tuple[list[Any], list[Any]]:
-    """The flow's two ordered streams (docs/adr/0009): per-symbol market messages (bars,
-    signals, feature rows, dead letters, metrics) and the account's (fills, orders, denials,
-    positions, equity). Each is in a defined order; how the two interleave is not."""
-    market = [e for e in events if type(e).__name__ not in ACCOUNT_TYPES]
+    """The flow's two ordered streams (docs/adr/0009): market messages (bars, signals, feature
+    rows, dead letters, metrics), each symbol's messages of one kind in that symbol's order, and
+    the account's (fills, orders, denials, positions, equity) in its defined order. How kinds
+    and symbols interleave is not defined (a batch's feature rows follow its bars as one block),
+    so the market stream comes grouped by (symbol, kind), each group in its order."""
+    market = sorted(
+        (e for e in events if type(e).__name__ not in ACCOUNT_TYPES),
+        key=lambda e: (str(getattr(e, "symbol", "")), type(e).__name__),
+    )
     account = [e for e in events if type(e).__name__ in ACCOUNT_TYPES]
     return market, account
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import socket
 import subprocess
@@ -18,6 +19,7 @@ import pytest
 from infra import clickhouse as ch
 from infra import clickhouse_client, faults
 from infra.faults import Fault
+from schemas.blocks import RowBlock
 from schemas.messages import (
     NS_PER_MINUTE,
     Bar,
@@ -413,6 +415,70 @@ def test_wrong_struct_type_and_unknown_table_rejected(ch_dsn: str, ch_db: str) -
     assert w.pending() == {}
     with pytest.raises(ch.ClickHouseError, match="unknown table"):
         w.add("nope", [])
+
+
+CONST = {"symbol": "BTCUSDT", "feature_set": "core", "version": "v1"}
+
+
+def _feature_block(rows: list[FeatureRow]) -> RowBlock:
+    return RowBlock(
+        FeatureRow,
+        {
+            "ts_event": [r.ts_event for r in rows],
+            "ts_init": [r.ts_init for r in rows],
+            "values": [r.values for r in rows],
+        },
+        {**CONST, "symbol": rows[0].symbol},
+    )
+
+
+def _feature_rows(symbol: str, n: int, start: int = 0) -> list[FeatureRow]:
+    return [
+        FeatureRow(symbol, 60 * i, 60 * i + 7, "core", "v1", (math.nan if i % 3 else 0.5, -1.0 * i))
+        for i in range(start, start + n)
+    ]
+
+
+def test_blocks_become_the_same_arrow_rows_as_their_structs() -> None:
+    btc, eth = _feature_rows("BTCUSDT", 5), _feature_rows("ETHUSDT", 4, start=9)
+    loose = _feature_rows("SOLUSDT", 2)
+    want = ch.arrow_for("features", [*loose, *btc, *eth], "r")
+    for structs, blocks in [
+        (loose, [_feature_block(btc), _feature_block(eth)]),  # constants differ between blocks
+        ([], [_feature_block(loose), _feature_block(btc), _feature_block(eth)]),
+    ]:
+        got = ch.arrow_for("features", structs, "r", blocks)
+        assert got.num_rows == 11 and got.column("run_id").to_pylist() == ["r"] * 11
+        assert got.column_names == want.column_names
+        for name in want.column_names:  # NaN != NaN: compare the bits as strings
+            assert str(got.column(name).to_pylist()) == str(want.column(name).to_pylist()), name
+    one = ch.arrow_for("features", [], "r", [_feature_block(btc), _feature_block(btc)])
+    assert one.column("symbol").to_pylist() == ["BTCUSDT"] * 10
+
+
+def test_batch_writer_stores_blocks_like_structs(ch_dsn: str, ch_db: str) -> None:
+    client = ch.connect(ch_dsn, ch_db)
+    ch.ensure_tables(client, ch_db, ["features"])
+    clock = FakeClock()
+    w = ch.BatchWriter(client, ch_db, "blk", batch_rows=10, batch_seconds=60.0, clock=clock)
+    rows = _feature_rows("BTCUSDT", 12)
+    w.add("features", [rows[0], _feature_block(rows[1:6])])  # a struct and a block at once
+    assert w.pending() == {"features": 6} and w.inserts == 0
+    w.add("features", _feature_block(rows[6:12]))  # 12 rows >= 10: one insert
+    assert w.inserts == 1 and w.written == {"features": 12} and w.pending() == {}
+    empty = RowBlock(FeatureRow, {"ts_event": [], "ts_init": [], "values": []}, dict(CONST))
+    w.add("features", empty)  # an empty block buffers nothing
+    assert w.pending() == {} and w.flush() == 0
+    got = client.query(
+        f"SELECT symbol, toUnixTimestamp64Nano(ts_event), toUnixTimestamp64Nano(ts_init), "
+        f"feature_set, version, values FROM `{ch_db}`.features FINAL WHERE run_id = 'blk' "
+        "ORDER BY ts_event"
+    ).result_rows
+    assert str([(*r[:5], tuple(r[5])) for r in got]) == str(
+        [(r.symbol, r.ts_event, r.ts_init, r.feature_set, r.version, r.values) for r in rows]
+    )
+    with pytest.raises(ch.ClickHouseError, match="takes Bar, got FeatureRow"):
+        w.add("bars", _feature_block(rows))
 
 
 def test_second_chdb_path_is_refused(ch_dsn: str, tmp_path) -> None:

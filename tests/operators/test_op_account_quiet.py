@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from dataflows.trader import new_trader
 from operators import account_quiet, account_trader
 from operators.account_trader import AccountTrader, Decision
+from schemas.blocks import RowBlock, expand
 from schemas.messages import Bar, EquityPoint, HaltTrading
 from tests.operators.opdata import real_bars
 from tests.operators.test_op_account_trader import (
@@ -46,7 +47,7 @@ def _plain(x: Any) -> Any:
 
 def _state(tr: AccountTrader) -> Any:
     """Everything the trader holds but the switch under test."""
-    return _plain({k: v for k, v in vars(tr).items() if k != "batch_quiet"})
+    return _plain({k: v for k, v in vars(tr).items() if k not in ("batch_quiet", "columnar")})
 
 
 def _profiles() -> dict[str, Callable[[Sequence[str]], AccountTrader]]:
@@ -88,11 +89,14 @@ def _run(tr: AccountTrader, items: Sequence[Any], cuts: Sequence[int], quiet: bo
     return out + tr.flush()
 
 
+@pytest.mark.parametrize("columnar", [False, True])
 @pytest.mark.parametrize("profile", list(_profiles()))
 @pytest.mark.parametrize("symbols", [("BTCUSDT",), ("BTCUSDT", "ETHUSDT")])
 def test_quiet_steps_in_one_pass_equal_one_at_a_time(
-    profile: str, symbols: tuple[str, ...], monkeypatch: pytest.MonkeyPatch
+    profile: str, symbols: tuple[str, ...], columnar: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """Columnar (the flow's setting): a quiet run's points come as one RowBlock, whose rows
+    are exactly the points booked one step at a time."""
     booked: list[int] = []
 
     def counting(tr: AccountTrader, steps: Sequence[list[Decision]], out: list[Any]) -> None:
@@ -103,7 +107,11 @@ def test_quiet_steps_in_one_pass_equal_one_at_a_time(
     make = _profiles()[profile]
     items = _decisions(symbols, 5, 40)
     a, b = make(symbols), make(symbols)
+    a.columnar = columnar
     fast, slow = _run(a, items, [777, 3_001], True), _run(b, items, [], False)
+    n_blocks = sum(type(m) is RowBlock for m in fast)
+    assert n_blocks == (len(booked) if columnar else 0)
+    fast = list(expand(fast))
     assert fast == slow
     assert any(type(m).__name__ == "Fill" for m in fast)
     if profile in ("margin, every rule", "margin, drawdown only"):
