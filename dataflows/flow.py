@@ -41,7 +41,7 @@ from operators.validation import (
     payload_text,
     validate_batch,
 )
-from schemas.blocks import RowBlock, expand
+from schemas.blocks import RowBlock, class_of, expand
 from schemas.codec import DecodeError, decoder, encode
 from schemas.config import Config
 from schemas.messages import (
@@ -142,7 +142,7 @@ def _decoder(
 def _by_table(batch: list[Any]) -> list[tuple[str, list[Any]]]:
     tables: dict[str, list[Any]] = defaultdict(list)
     for m in batch:
-        t = TABLE_BY_CLASS.get(type(m) if type(m) is not RowBlock else m.cls)
+        t = TABLE_BY_CLASS.get(class_of(m))
         if t is not None:
             tables[t.name].append(m)
     return list(tables.items())

@@ -336,8 +336,8 @@ def arrow_for(
         if name == "run_id" and not own:
             arrays.append(pa.repeat(pa.scalar(run_id, typ), n))
             continue
-        consts = {repr(b.const[name]) for b in blocks if name in b.const}
-        if not structs and len(consts) == 1 and all(name in b.const for b in blocks):
+        constant = not structs and all(name in b.const for b in blocks)  # blocks only: n > 0
+        if constant and len({repr(b.const[name]) for b in blocks}) == 1:  # one value, every row
             arrays.append(pa.repeat(pa.scalar(blocks[0].const[name], typ), n))
             continue
         values = list(head)

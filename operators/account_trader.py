@@ -36,9 +36,8 @@ from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-import msgspec
-
 from operators.account import Account, AccountError
+from operators.account_exits import sync_exits
 from operators.account_orders import dead_fill, order_event, with_working, working_market_qty
 from operators.account_quiet import book_quiet, can_book_quietly
 from operators.execution_sim import ExecutionSim, to_fill
@@ -47,7 +46,6 @@ from operators.risk.brackets import Brackets, ExitOrder, both_touched
 from operators.risk.context import Denial, RiskContext, SymbolSpec, floor_to_step
 from operators.risk.drawdown_breaker import DrawdownBreaker
 from operators.risk.engine import RiskEngine
-from operators.risk.exits import Position as ExitPosition
 from operators.risk.monitor import RiskMonitor, risk_context
 from operators.risk.stale_data import StaleData
 from operators.risk.state import Mode, TradingState, TradingStateChanged
@@ -284,7 +282,7 @@ class AccountTrader:
         self._observe(ts_close, ts_init, out)  # 3. trading state
         if self.brackets.active:  # 4. resting exits
             for bar, _ in at_t:
-                self._sync_exits(bar, out)
+                sync_exits(self, bar, out)
         for bar, sig in at_t:  # 5. decisions
             if sig is not None:
                 self._decide(sig, bar, out)
@@ -419,50 +417,6 @@ class AccountTrader:
             if pos.qty != 0.0:
                 side: Side = "sell" if pos.qty > 0.0 else "buy"
                 self._submit(sym, side, abs(pos.qty), 0.0, ts, ts_init, pos.mark_price, cause, out)
-
-    # --- 4. resting exits ----------------------------------------------------------------------
-
-    def _sync_exits(self, bar: Bar, out: list[Emitted]) -> None:
-        sym = bar.symbol
-        pos = self.account.positions.get(sym)
-        if pos is None or pos.qty == 0.0 or sym in self.account.pending_liquidation:
-            return
-        long = pos.qty > 0.0
-        best = self._best.get(sym, pos.avg_price)
-        best = max(best, bar.close) if long else min(best, bar.close)
-        self._best[sym] = best
-        closing = "sell" if long else "buy"
-        if any(
-            o.symbol == sym and o.order_type == "market" and o.side == closing
-            for o in self._orders.values()
-        ):
-            return  # a market close (signal, halt, flatten) works: resting exits would double it
-        spec = self.specs.get(sym, _NO_SPEC)
-        wanted = self.brackets.wanted(
-            ExitPosition(sym, pos.qty, pos.avg_price, best), bar.close, spec.tick_size
-        )
-        have = self._exits.setdefault(sym, {})
-        for w in wanted:
-            cur = have.get(w.kind)
-            if cur is not None and cur[0] == "" and cur[1].qty == w.qty:
-                continue  # denied for this size already: asking again every bar only spams
-            if cur is not None and cur[1].qty == w.qty:
-                oid, old = cur
-                if old.price != w.price:  # a level moved: amend in place
-                    key = "stop_price" if w.kind == "stop" else "limit_price"
-                    self.sim.amend(oid, **{key: w.price})
-                    o = msgspec.structs.replace(self._orders[oid], **{key: w.price})
-                    self._orders[oid] = o
-                    self._causes[oid] = w.cause
-                    have[w.kind] = (oid, w)
-                    out.append(order_event(o, w.cause))
-                continue
-            if cur is not None and cur[0]:
-                self._cancel(cur[0], bar.ts_close, bar.ts_init, out)
-            new = self._submit(
-                sym, w.side, w.qty, 0.0, bar.ts_close, bar.ts_init, bar.close, w.cause, out, w
-            )
-            have[w.kind] = (new or "", w)
 
     # --- 5. decisions --------------------------------------------------------------------------
 
