@@ -8,7 +8,8 @@ Three timings per model (XGBoost twice: 300 trees = 100 rounds x 3 classes, and 
   stock     the booster's own predict (XGBoost inplace_predict, LightGBM Booster.predict)
   forest    `TreeModel.raw_proba`: the flattened forest's kernel (ADR 0013), what scoring uses
   producer  `ModelProducer.score` — what the flow calls — so it adds building the feature
-            matrix, calibration (Platt), the decision rule and the `Prediction`/`Signal` structs
+            matrix, calibration (Platt), the decision rule, the signals and the block of
+            `Prediction` rows
 plus the one-off costs: flattening the booster, the probe check, loading the compiled kernel.
 
     .venv/bin/python bench/models.py [--rows 2000] [--trees 300]

@@ -197,16 +197,24 @@ class SignalLogic(_Shim):
         return ([out] if out else []), self.RETAIN
 
     def _scored(self, st: SymbolProducers, value: Batch) -> tuple[list[Batch], bool]:
-        """Producers score the batch's rows at once; outputs keep the per-row order (bar, every
-        producer's signal and prediction, the decision) with pass-through items in place."""
-        scored = iter(st.score([item for item in value if type(item) is tuple]))
+        """Producers score the batch's rows at once: per row the bar, every producer's signal
+        (producer order) and the decision, with pass-through items in place; then each
+        producer's predictions of the batch as blocks (ADR 0009: kinds interleave by batch)."""
+        scores = st.score([item for item in value if type(item) is tuple])
+        per_row = [s.signals for s in scores]
+        trading = per_row[st.trading]
         out: Batch = []
+        i = 0
         for item in value:
             if type(item) is not tuple:
                 out.append(item)
                 continue
-            msgs, sig = next(scored)
             out.append(item[0])
-            out += msgs
-            out.append((item[0], sig))
+            for sigs in per_row:
+                if sigs[i] is not None:
+                    out.append(sigs[i])
+            out.append((item[0], trading[i]))
+            i += 1
+        for s in scores:
+            out += [block for _, block in s.predictions]
         return ([out] if out else []), self.RETAIN

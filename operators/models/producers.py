@@ -1,31 +1,51 @@
 """Signal producers: pure operators that see a symbol's (bar, feature values) rows and return a
-`Signal` or nothing per row; a model producer also returns the row's `Prediction`.
+`Signal` or nothing per row; a model producer also returns each scored row's `Prediction`.
 
 Rows are scored a batch at a time — one `predict_proba` call for a replay's batch, one row live —
 through the same `score`, and row i depends only on row i's features (and, for the direction's
-change, on the rows before it), so batching never changes a result.
+change, on the rows before it), so batching never changes a result. Predictions leave as
+`RowBlock`s (one per run of scored rows: no struct per bar on the replay's hot path);
+`Scores.per_row()` gives the same outputs as one (signal, prediction) pair per row.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 import numpy as np
 
 from operators.models.decision import ThresholdDecision
 from operators.models.tree import TreeModel
 from operators.strategy_sma_cross import SmaCross
+from schemas.blocks import RowBlock
 from schemas.messages import Bar, Prediction, Signal
 
 Row = tuple[Bar, tuple[float, ...]]
 Scored = tuple[Signal | None, Prediction | None]
 
 
+@dataclass(frozen=True, slots=True)
+class Scores:
+    """One producer's outputs for a batch of rows: `signals[i]` is row i's signal (or None),
+    `predictions` the rows' predictions as (first row index, block of consecutive rows)."""
+
+    signals: list[Signal | None]
+    predictions: list[tuple[int, RowBlock]]
+
+    def per_row(self) -> list[Scored]:
+        """(signal, prediction) per row, as structs."""
+        preds: list[Prediction | None] = [None] * len(self.signals)
+        for start, block in self.predictions:
+            preds[start : start + len(block)] = block.structs()
+        return list(zip(self.signals, preds, strict=True))
+
+
 class Producer(Protocol):
     name: str
 
-    def score(self, rows: Sequence[Row]) -> list[Scored]: ...
+    def score(self, rows: Sequence[Row]) -> Scores: ...
 
 
 class RuleProducer:
@@ -36,9 +56,9 @@ class RuleProducer:
         rule.name = name
         self.rule = rule
 
-    def score(self, rows: Sequence[Row]) -> list[Scored]:
+    def score(self, rows: Sequence[Row]) -> Scores:
         update = self.rule.update
-        return [(update(bar), None) for bar, _ in rows]
+        return Scores([update(bar) for bar, _ in rows], [])
 
 
 class ModelProducer:
@@ -95,13 +115,13 @@ class ModelProducer:
         # None: the model's columns are the running set's, in order (no column pick per call)
         self._idx = None if idx == list(range(len(self.columns))) else np.array(idx, np.intp)
 
-    def score(self, rows: Sequence[Row]) -> list[Scored]:
+    def score(self, rows: Sequence[Row]) -> Scores:
         n = len(rows)
-        out: list[Scored] = [(None, None)] * n
+        signals: list[Signal | None] = [None] * n
         start = min(n, max(0, self.warmup - self.seen))
         self.seen += n
         if start == n:
-            return out
+            return Scores(signals, [])
         if n - start == 1:  # live: one row, no list to build
             x = np.array((rows[start][1],), dtype=np.float64)
         else:
@@ -109,43 +129,52 @@ class ModelProducer:
         if self._idx is not None:
             x = x[:, self._idx]
         arr = self.model.predict_proba(x)
-        proba = arr.tolist()
-        dec, classes = self.decision, self.decision.classes
+        proba = list(map(tuple, arr.tolist()))
+        dec = self.decision
         if len(proba) == 1:  # live: one row in plain floats, no numpy call per row
-            decided = [dec.decide(tuple(proba[0]))]
+            d0, c0 = dec.decide(proba[0])
+            dirs, conf = [d0], [c0]
         else:  # the same comparisons on the whole array (tests/operators/test_op_models.py)
-            decided = list(
-                zip(dec.directions(arr).tolist(), dec.confidence(arr).tolist(), strict=True)
-            )
+            dirs, conf = dec.directions(arr).tolist(), dec.confidence(arr).tolist()
         name, model, version = self.name, self.model_name, self.model_version
         fv, last = self.feature_version, self.last
-        for i, row, (d, c) in zip(range(start, n), proba, decided, strict=True):
-            bar = rows[i][0]
-            p = tuple(row)
-            pred = Prediction(
-                name, bar.symbol, bar.ts_close, bar.ts_init, model, version, fv, classes, p, d, c
+        scored = rows[start:]
+        ts_close = [bar.ts_close for bar, _ in scored]
+        ts_init = [bar.ts_init for bar, _ in scored]
+        for i, d in enumerate(dirs):
+            if d == last:
+                continue
+            last = d
+            bar, p, c = scored[i][0], proba[i], conf[i]
+            signals[start + i] = Signal(
+                symbol=bar.symbol,
+                ts_event=bar.ts_close,
+                ts_init=bar.ts_init,
+                strategy=name,
+                direction=d,
+                strength=c,
+                reason=f"{model} {version}: p={', '.join(f'{q:.3f}' for q in p)}",
+                model=model,
+                model_version=version,
+                feature_version=fv,
+                proba=p,
+                confidence=c,
+                horizon=self.horizon,
             )
-            sig = None
-            if d != last:
-                last = d
-                sig = Signal(
-                    symbol=bar.symbol,
-                    ts_event=bar.ts_close,
-                    ts_init=bar.ts_init,
-                    strategy=name,
-                    direction=d,
-                    strength=c,
-                    reason=f"{model} {version}: p={', '.join(f'{q:.3f}' for q in p)}",
-                    model=model,
-                    model_version=version,
-                    feature_version=fv,
-                    proba=p,
-                    confidence=c,
-                    horizon=self.horizon,
-                )
-            out[i] = (sig, pred)
         self.last = last
-        return out
+        const = dict(
+            producer=name, model=model, model_version=version, feature_version=fv,
+            classes=dec.classes,
+        )  # fmt: skip
+        cols: dict[str, list[Any]] = dict(
+            ts_event=ts_close, ts_init=ts_init, proba=proba, direction=dirs, confidence=conf
+        )
+        symbols = {bar.symbol for bar, _ in scored}
+        if len(symbols) == 1:
+            const["symbol"] = symbols.pop()
+        else:  # a producer sees one symbol in the flow; anything else still gets every row
+            cols["symbol"] = [bar.symbol for bar, _ in scored]
+        return Scores(signals, [(start, RowBlock(Prediction, cols, const))])
 
 
 class ScheduledProducer:
@@ -171,12 +200,13 @@ class ScheduledProducer:
         self.starts = np.array(starts, dtype=np.int64)
         self.active = -1  # index into schedule of the version the inner producer holds
 
-    def score(self, rows: Sequence[Row]) -> list[Scored]:
+    def score(self, rows: Sequence[Row]) -> Scores:
         if not rows:
-            return []
+            return Scores([], [])
         ts = np.fromiter((bar.ts_event for bar, _ in rows), np.int64, len(rows))
         which = np.searchsorted(self.starts, ts, side="right") - 1  # -1: before the first
-        out: list[Scored] = []
+        signals: list[Signal | None] = []
+        blocks: list[tuple[int, RowBlock]] = []
         i, n = 0, len(rows)
         while i < n:
             k = int(which[i])
@@ -185,15 +215,17 @@ class ScheduledProducer:
                 j += 1
             if k < 0:
                 self.inner.seen += j - i  # warm-up runs on, nothing scored
-                out += [(None, None)] * (j - i)
+                signals += [None] * (j - i)
             else:
                 if k != self.active:
                     _, model, version = self.schedule[k]
                     self.inner.swap(model, version)
                     self.active = k
-                out += self.inner.score(rows[i:j])
+                part = self.inner.score(rows[i:j])
+                signals += part.signals
+                blocks += [(i + s, b) for s, b in part.predictions]
             i = j
-        return out
+        return Scores(signals, blocks)
 
 
 class SymbolProducers:
@@ -205,10 +237,14 @@ class SymbolProducers:
         self.producers = list(producers)
         self.trading = trading
 
-    def score(self, rows: Sequence[Row]) -> list[tuple[list[Signal | Prediction], Signal | None]]:
-        """Per row: every producer's signal and prediction (producer order), and the trading
-        producer's signal."""
-        scored = [p.score(rows) for p in self.producers]
+    def score(self, rows: Sequence[Row]) -> list[Scores]:
+        """Every producer's scores of the rows, in producer order."""
+        return [p.score(rows) for p in self.producers]
+
+    def per_row(self, rows: Sequence[Row]) -> list[tuple[list[Signal | Prediction], Signal | None]]:
+        """The same outputs per row: every producer's signal and prediction (producer order),
+        and the trading producer's signal."""
+        scored = [s.per_row() for s in self.score(rows)]
         out: list[tuple[list[Signal | Prediction], Signal | None]] = []
         t = self.trading
         for i in range(len(rows)):

@@ -60,11 +60,16 @@ def streams(events: list[Any]) -> tuple[list[Any], list[Any]]:
     """The flow's two ordered streams (docs/adr/0009): market messages (bars, signals, feature
     rows, dead letters, metrics), each symbol's messages of one kind in that symbol's order, and
     the account's (fills, orders, denials, positions, equity) in its defined order. How kinds
-    and symbols interleave is not defined (a batch's feature rows follow its bars as one block),
-    so the market stream comes grouped by (symbol, kind), each group in its order."""
+    and symbols interleave is not defined (a batch's feature rows follow its bars as one block,
+    each producer's predictions as another), so the market stream comes grouped by (symbol,
+    kind, producer), each group in its order."""
     market = sorted(
         (e for e in events if type(e).__name__ not in ACCOUNT_TYPES),
-        key=lambda e: (str(getattr(e, "symbol", "")), type(e).__name__),
+        key=lambda e: (
+            str(getattr(e, "symbol", "")),
+            type(e).__name__,
+            str(getattr(e, "producer", "")),
+        ),
     )
     account = [e for e in events if type(e).__name__ in ACCOUNT_TYPES]
     return market, account

@@ -131,11 +131,17 @@ def test_batches_do_not_change_results(trained: dict[str, Any]) -> None:
     one = [e for e in run_flow(cfg, batches(bars, 1), kind="bars") if type(e) is Prediction]
     big = [e for e in run_flow(cfg, batches(bars, 5000), kind="bars") if type(e) is Prediction]
 
-    # symbols interleave as batches happen to meet; each symbol's own stream is fixed
-    def per_symbol(ps: list[Prediction]) -> dict[str, list[Prediction]]:
-        return {s: [p for p in ps if p.symbol == s] for s in SYMBOLS}
+    # symbols and producers interleave as batches happen to meet (ADR 0009); each (symbol,
+    # producer)'s own stream is fixed
+    def per_stream(ps: list[Prediction]) -> dict[tuple[str, str], list[Prediction]]:
+        out: dict[tuple[str, str], list[Prediction]] = {}
+        for p in ps:
+            out.setdefault((p.symbol, p.producer), []).append(p)
+        return out
 
-    assert per_symbol(one) == per_symbol(big) and len(one) > 1000
+    streams = per_stream(one)
+    assert streams == per_stream(big) and len(one) > 1000
+    assert sorted(streams) == [(s, p) for s in sorted(SYMBOLS) for p in ("lgb", "xgb")]
 
 
 def test_model_of_another_feature_set_version_is_refused(trained: dict[str, Any]) -> None:

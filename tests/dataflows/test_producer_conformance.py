@@ -115,37 +115,37 @@ def make(kind: str, root: Path) -> SymbolProducers:
 
 
 def one_by_one(st: SymbolProducers, rows: list[Row]) -> list[Any]:
-    return [o for r in rows for o in st.score([r])]
+    return [o for r in rows for o in st.per_row([r])]
 
 
 @pytest.mark.parametrize("kind", sorted(CASES))
 def test_batches_equal_one_row_at_a_time(kind: str, root: Path, rows: list[Row]) -> None:
-    whole = make(kind, root).score(rows)
+    whole = make(kind, root).per_row(rows)
     assert whole == one_by_one(make(kind, root), rows)
     chunked: list[Any] = []
     st = make(kind, root)
     for i in range(0, N, 137):
-        chunked += st.score(rows[i : i + 137])
+        chunked += st.per_row(rows[i : i + 137])
     assert chunked == whole
     assert any(sig is not None for _, sig in whole), f"{kind}: no signal on {N} real bars"
 
 
 @pytest.mark.parametrize("kind", sorted(CASES))
 def test_deterministic_and_resumes_from_a_pickle(kind: str, root: Path, rows: list[Row]) -> None:
-    whole = make(kind, root).score(rows)
-    assert make(kind, root).score(rows) == whole
+    whole = make(kind, root).per_row(rows)
+    assert make(kind, root).per_row(rows) == whole
     for cut in (1, FS.warmup, N // 2):
         st = make(kind, root)
-        head = st.score(rows[:cut])
+        head = st.per_row(rows[:cut])
         resumed = pickle.loads(pickle.dumps(st))
-        assert head + resumed.score(rows[cut:]) == whole
+        assert head + resumed.per_row(rows[cut:]) == whole
 
 
 @pytest.mark.parametrize("kind", sorted(CASES))
 def test_no_look_ahead(kind: str, root: Path, rows: list[Row]) -> None:
-    whole = make(kind, root).score(rows)
+    whole = make(kind, root).per_row(rows)
     for t in (FS.warmup + 1, 333, N - 1):
-        assert make(kind, root).score(rows[:t]) == whole[:t]
+        assert make(kind, root).per_row(rows[:t]) == whole[:t]
 
 
 @pytest.mark.parametrize("kind", sorted(CASES))
@@ -159,13 +159,13 @@ def test_never_reads_the_wall_clock(
 
     for name in ("time", "time_ns", "monotonic", "monotonic_ns", "perf_counter"):
         monkeypatch.setattr(time, name, refuse)
-    st.score(rows)
+    st.per_row(rows)
 
 
 def test_schedule_scores_each_window_with_its_version(root: Path, rows: list[Row]) -> None:
     """The walk-forward producer: nothing before the first start, then each version on exactly
     its rows, with the probabilities that version's own model gives them."""
-    out = make("model_schedule", root).producers[0].score(rows)
+    out = make("model_schedule", root).producers[0].score(rows).per_row()
     lo, mid = SCHEDULE_ROWS["v1"], SCHEDULE_ROWS["v2"]
     assert all(o == (None, None) for o in out[:lo])
     preds = [pred for _, pred in out]

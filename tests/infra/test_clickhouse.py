@@ -456,6 +456,49 @@ def test_blocks_become_the_same_arrow_rows_as_their_structs() -> None:
     assert one.column("symbol").to_pylist() == ["BTCUSDT"] * 10
 
 
+def _predictions(n: int, version: str, start: int = 0) -> list[Prediction]:
+    return [
+        Prediction(
+            "xgb", "ETHUSDT", (start + i) * 60 * 10**9, (start + i) * 60 * 10**9 + 7, "m",
+            version, "f00d", (-1, 0, 1), (0.25, 0.5 + i / 1e3, 0.25 - i / 1e3),
+            (i % 3) - 1, 0.5 + i / 1e3,
+        )
+        for i in range(n)
+    ]  # fmt: skip
+
+
+def _prediction_block(rows: list[Prediction]) -> RowBlock:
+    varying = ("ts_event", "ts_init", "proba", "direction", "confidence")
+    return RowBlock(
+        Prediction,
+        {k: [getattr(r, k) for r in rows] for k in varying},
+        {k: getattr(rows[0], k) for k in Prediction.__struct_fields__ if k not in varying},
+    )
+
+
+def test_prediction_blocks_store_like_their_structs(ch_dsn: str, ch_db: str) -> None:
+    """A model producer's predictions leave as blocks whose constants include an array (the
+    classes): Arrow and the stored rows equal those of the structs."""
+    a, b = _predictions(4, "v1"), _predictions(3, "v2", start=4)
+    want = ch.arrow_for("predictions", [*a, *b], "r")
+    got = ch.arrow_for("predictions", [], "r", [_prediction_block(a), _prediction_block(b)])
+    assert got.to_pylist() == want.to_pylist()  # the versions (constants) differ by block
+    one = ch.arrow_for("predictions", [], "r", [_prediction_block(a)])  # classes: a constant
+    assert one.to_pylist() == ch.arrow_for("predictions", a, "r").to_pylist()
+    client = ch.connect(ch_dsn, ch_db)
+    ch.ensure_tables(client, ch_db, ["predictions"])
+    w = ch.BatchWriter(client, ch_db, "pb", batch_rows=100, batch_seconds=60.0)
+    w.add("predictions", [_prediction_block(a), b[0], _prediction_block(b[1:])])
+    assert w.flush() == 7
+    got = client.query(
+        "SELECT model_version, classes, proba, direction, confidence FROM "
+        f"`{ch_db}`.predictions FINAL WHERE run_id = 'pb' ORDER BY ts_event"
+    ).result_rows
+    assert [(v, tuple(c), tuple(p), d, q) for v, c, p, d, q in got] == [
+        (r.model_version, r.classes, r.proba, r.direction, r.confidence) for r in a + b
+    ]
+
+
 def test_batch_writer_stores_blocks_like_structs(ch_dsn: str, ch_db: str) -> None:
     client = ch.connect(ch_dsn, ch_db)
     ch.ensure_tables(client, ch_db, ["features"])

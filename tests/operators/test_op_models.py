@@ -7,6 +7,7 @@ at a time, a pickled producer resuming mid-stream bit for bit, warm-up, and refu
 from __future__ import annotations
 
 import copy
+import itertools
 import math
 import pickle
 from collections.abc import Callable
@@ -24,6 +25,7 @@ from operators.models.producers import ModelProducer, SymbolProducers
 from operators.models.tree import Calibration, ModelSpec, TreeModel, calibrate
 from schemas.messages import Bar, Prediction, Signal
 from tests.operators.opdata import real_bars
+from tests.paths import ROOT
 
 COLS = ("r1", "r5", "r15")
 
@@ -215,15 +217,15 @@ def test_batches_equal_one_row_at_a_time_and_resume_from_pickle(
 ) -> None:
     model = xmodel if kind == "xgboost" else lmodel
     rs = widened(rows(1200))
-    whole = producer(model, warmup=30).score(rs)
+    whole = producer(model, warmup=30).score(rs).per_row()
     one = producer(model, warmup=30)
-    singles = [s for r in rs for s in one.score([r])]
+    singles = [s for r in rs for s in one.score([r]).per_row()]
     assert whole == singles
     # pickled mid-stream (as a recovery snapshot is), the rest is bit for bit the same
     p = producer(model, warmup=30)
-    head = p.score(rs[:500])
+    head = p.score(rs[:500]).per_row()
     p2 = pickle.loads(pickle.dumps(p))
-    assert head + p2.score(rs[500:]) == whole
+    assert head + p2.score(rs[500:]).per_row() == whole
     assert copy.deepcopy(p).model is p.model  # snapshots share the immutable model
     preds = [pr for _, pr in whole]
     assert preds[:30] == [None] * 30 and all(type(q) is Prediction for q in preds[30:])
@@ -237,9 +239,24 @@ def test_batches_equal_one_row_at_a_time_and_resume_from_pickle(
 
 def test_predictions_are_the_models_own_columns(xmodel: TreeModel) -> None:
     rs = rows(300)
-    got = producer(xmodel).score(widened(rs))
+    got = producer(xmodel).score(widened(rs)).per_row()
     want = xmodel.predict_proba(np.array([v for _, v in rs]))
     assert np.array_equal(np.array([pr.proba for _, pr in got if pr is not None]), want)
+
+
+def test_predictions_leave_as_one_block_per_run_of_scored_rows(xmodel: TreeModel) -> None:
+    rs = widened(rows(300))
+    p = producer(xmodel, warmup=30)
+    warm = p.score(rs[:20])  # warm-up only: no prediction at all
+    assert warm.predictions == [] and warm.signals == [None] * 20
+    s = p.score(rs[20:100])  # 10 more warm-up rows, then 70 scored
+    [(start, block)] = s.predictions
+    assert start == 10 and len(block) == 70 and block.cls is Prediction
+    assert block.const["symbol"] == "BTCUSDT" and block.const["model_version"] == "v1"
+    assert block.columns["ts_event"] == [b.ts_close for b, _ in rs[30:100]]
+    live = p.score(rs[100:101])  # one row, live
+    assert [(i, len(b)) for i, b in live.predictions] == [(0, 1)]
+    assert p.score([]).predictions == []
 
 
 def test_refusals_name_the_fix(xmodel: TreeModel) -> None:
@@ -258,11 +275,44 @@ def test_symbol_producers_keep_row_order(xmodel: TreeModel, lmodel: TreeModel) -
     rs = widened(rows(400))
     a, b = producer(xmodel), producer(lmodel)
     b.name = "q"
-    both = SymbolProducers([a, b], trading=1).score(rs)
+    both = SymbolProducers([a, b], trading=1).per_row(rs)
     ref_b = producer(lmodel)
     ref_b.name = "q"
-    ra, rb = producer(xmodel).score(rs), ref_b.score(rs)
+    ra, rb = producer(xmodel).score(rs).per_row(), ref_b.score(rs).per_row()
     for (msgs, trade), (sa, pa), (sb, pb) in zip(both, ra, rb, strict=True):
         assert msgs == [m for m in (sa, pa, sb, pb) if m is not None]
         assert trade == sb
     assert all(type(m) in (Signal, Prediction) for msgs, _ in both for m in msgs)
+
+
+def test_the_extending_guides_producer_runs_as_written() -> None:
+    """docs/extending.md's worked example, executed from the page: its signals change only on a
+    change of direction, and batches equal one row at a time."""
+    page = (ROOT / "docs" / "extending.md").read_text()
+    code = page.split("```python\n", 1)[1].split("```", 1)[0]
+    ns: dict[str, object] = {}
+    exec(compile(code, "docs/extending.md", "exec"), ns)
+    make = ns["RsiReversion"]
+    bars = real_bars("BTCUSDT")[:400]
+    close = np.array([b.close for b in bars])
+    rs = [(b, (float(v),)) for b, v in zip(bars, ref_rsi(close, 14), strict=True)]
+    whole = make("rsi", 0).score(rs)  # type: ignore[operator]
+    assert whole.predictions == [] and len(whole.signals) == len(rs)
+    one = make("rsi", 0)  # type: ignore[operator]
+    assert [s for r in rs for s in one.score([r]).per_row()] == whole.per_row()
+    sigs = [s for s in whole.signals if s is not None]
+    assert len(sigs) > 2 and all(a.direction != b.direction for a, b in itertools.pairwise(sigs))
+
+
+def ref_rsi(close: np.ndarray, n: int) -> np.ndarray:
+    """Wilder's RSI (NaN for the first n rows)."""
+    d = np.diff(close, prepend=np.nan)
+    up, down = np.where(d > 0, d, 0.0), np.where(d < 0, -d, 0.0)
+    out = np.full(len(close), np.nan)
+    au, ad = up[1 : n + 1].mean(), down[1 : n + 1].mean()
+    for i in range(n, len(close)):
+        if i > n:
+            au = (au * (n - 1) + up[i]) / n
+            ad = (ad * (n - 1) + down[i]) / n
+        out[i] = 100.0 if ad == 0 else 100.0 - 100.0 / (1.0 + au / ad)
+    return out
