@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from dataflows.report import risk_note, risk_story
 from infra.clickhouse import DATETIME, TABLE_BY_CLASS, query_df, table_columns
 from operators.account_trader import ACCOUNT
 from operators.analytics import curve as C
@@ -53,6 +54,7 @@ class RunData:
     liquidations: list[Liquidation] = field(default_factory=list)
     feature_set: dict[str, str] | None = None
     models: list[dict[str, str]] = field(default_factory=list)
+    risk: dict[str, Any] = field(default_factory=lambda: {"state_changes": [], "denials": {}})
 
 
 # --------------------------------------------------------------------------- loading
@@ -142,6 +144,7 @@ def load_run_data(client: Any, database: str, run_id: str) -> RunData:
         liquidations=read_structs(client, database, Liquidation, run_id),
         feature_set=dict(fsets.row(0, named=True)) if fsets.height else None,
         models=[{k: str(v) for k, v in r.items()} for r in models.iter_rows(named=True)],
+        risk=risk_story(client, database, run_id),
     )
 
 
@@ -333,6 +336,7 @@ def analyze(
         "prices": prices,
         "trades": [_trip_dict(t) for t in trips],
         "montecarlo": mc,
+        "risk": data.risk,
         "warnings": _warnings(data, trips),
     }
     return _finite(doc), trips
@@ -387,6 +391,10 @@ def _warnings(data: RunData, trips: list[RoundTrip]) -> list[str]:
         )
     if not data.fills:
         out.append("the run made no trades: every trade metric is n/a")
+    span = (int(data.ts[0]), int(data.ts[-1])) if len(data.ts) else None
+    said = risk_note(data.risk, span)
+    if said is not None and said[1]:  # ended halted or reduce-only: the curve is the engine's
+        out.append(said[0])
     return out
 
 

@@ -36,6 +36,8 @@ from dataflows.report import (
     no_trades_reason,
     open_positions,
     print_summary,
+    risk_note,
+    risk_story,
     write_outputs,
 )
 from dataflows.runner import (
@@ -313,6 +315,7 @@ def run_backtest(
     positions = open_positions(client, ch.database, run_id)
 
     dead = dead_letter_counts(client, ch.database, run_id)
+    risk = risk_story(client, ch.database, run_id)
     fills, equity = load_run(client, ch.database, run_id)
     summary, ts, eq = build_report(fills, equity, account_initial(cfg))
     if not fills:
@@ -328,6 +331,7 @@ def run_backtest(
         "warnings": warnings,
         "not_replayed": [d.symbol for d in not_replayed],
         "dead_letters": dead,
+        "risk": risk,
     }
     record_feature_set(client, ch.database, run_id, fs)
 
@@ -385,6 +389,17 @@ def run_backtest(
         )
     for w in warnings:
         out.print(f"warning: {w}", style="yellow", markup=False, highlight=False)
+    span = (int(ts[0]), int(ts[-1])) if len(ts) else None
+    said = risk_note(risk, span)
+    if said is not None:  # a halt that idles most of a run must not pass for the strategy's
+        text, warn = said
+        where = f"tables {ch.database}.trading_state and {ch.database}.order_denials"
+        out.print(
+            f"{'warning' if warn else 'note'}: {text}: {where}, run_id {run_id}",
+            style="yellow" if warn else None,
+            markup=False,
+            highlight=False,
+        )
     if dead:  # said, never dropped silently: input the run did not use
         note = dead_letter_note(dead, f"{ch.database}.dead_letters", run_id)
         out.print(f"note: {note}", markup=False, highlight=False)

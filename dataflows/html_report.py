@@ -123,8 +123,30 @@ def _markers(x: Any, y: Any, name: str, marker: dict[str, Any], **kw: Any) -> go
     return go.Scatter(x=x, y=y, name=name, mode="markers", marker=marker, **kw)
 
 
-def equity_figure(series: dict[str, Any]) -> go.Figure:
-    """Equity vs buy & hold (with a linear/log toggle) over both drawdowns."""
+MODE_COLORS = {"reducing": ORANGE, "halted": RED}
+
+
+def state_spans(changes: list[dict[str, Any]], end_ns: int) -> list[tuple[int, int, str]]:
+    """The account's not-ACTIVE stretches as (from, to, mode), from its account-wide trading
+    state changes in event order; the last runs to `end_ns`."""
+    spans: list[tuple[int, int, str]] = []
+    since, mode = 0, "active"
+    for c in changes:
+        if c.get("symbol"):
+            continue
+        if mode != "active":
+            spans.append((since, int(c["ts_event"]), mode))
+        since, mode = int(c["ts_event"]), str(c["new"])
+    if mode != "active":
+        spans.append((since, max(end_ns, since), mode))
+    return spans
+
+
+def equity_figure(
+    series: dict[str, Any], spans: list[tuple[int, int, str]] | None = None
+) -> go.Figure:
+    """Equity vs buy & hold (with a linear/log toggle) over both drawdowns; the stretches the
+    risk engine had the account reduce-only or halted shaded (`spans`)."""
     x = _x(series.get("ts", []))
     rows = {"rows": 2, "cols": 1, "row_heights": [0.68, 0.32], "vertical_spacing": 0.04}
     fig = make_subplots(shared_xaxes=True, **rows)
@@ -136,6 +158,13 @@ def equity_figure(series: dict[str, Any]) -> go.Figure:
     if series.get("benchmark_drawdown"):
         bdd = _line(x, series["benchmark_drawdown"], "B&H drawdown", GREY)
         fig.add_trace(bdd.update(hovertemplate=_PCT_HOVER), 2, 1)
+    for a, b, mode in (spans or [])[:MAX_SPANS]:
+        color = MODE_COLORS.get(mode, GREY)
+        for row in (1, 2):
+            fig.add_vrect(
+                x0=_x([a])[0], x1=_x([b])[0], fillcolor=color, opacity=0.12, line_width=0,
+                row=row, col=1,
+            )  # fmt: skip
     fig.update_yaxes(title_text="equity", row=1, col=1)
     fig.update_yaxes(title_text="drawdown", tickformat=".0%", row=2, col=1)
     axis_types = ("linear", "log")
@@ -254,6 +283,35 @@ def _header(run: dict[str, Any]) -> str:
         f"{escape(_range(run.get('start_ns'), run.get('end_ns')))} · {escape(syms)} · "
         f"source {_esc(run.get('source', '?'))}</div>"
     )
+
+
+MAX_SPANS = 200  # shaded stretches drawn (a flapping state would bury the curve)
+STATE_ROWS = 100
+
+
+def risk_section(risk: dict[str, Any]) -> str:
+    """The risk engine's trading-state changes (time, scope, old -> new, reason) and its
+    denials by rule."""
+    changes, denials = risk.get("state_changes") or [], risk.get("denials") or {}
+    if not changes and not denials:
+        return NOTE("The risk engine changed no trading state and denied no order.")
+    out = ""
+    if changes:
+        rows = [
+            f"<td>{escape(utc(c['ts_event']))}</td><td>{_esc(c.get('symbol') or 'account')}</td>"
+            f"<td>{_esc(c['old'])} → {_esc(c['new'])}</td><td>{_esc(c['reason'])}</td>"
+            for c in changes[:STATE_ROWS]
+        ]
+        more = len(changes) - STATE_ROWS
+        out += "<h3>Trading state changes</h3>" + _table(
+            ["time (UTC)", "scope", "state", "reason"], rows, "states"
+        )
+        if more > 0:
+            out += NOTE(f"{more:,} more in the trading_state table.")
+    if denials:
+        rows = [f"<td>{_esc(r)}</td><td>{n:,}</td>" for r, n in denials.items()]
+        out += "<h3>Orders denied, by rule</h3>" + _table(["rule", "orders"], rows, "denials")
+    return out
 
 
 def _warnings(warnings: list[str]) -> str:
@@ -418,7 +476,10 @@ def render_report(doc: dict[str, Any]) -> str:
     none = NOTE("No data.")
     x = _x(series.get("ts") or [])
 
-    equity = _plot(equity_figure(series), "fig-equity") if x else none
+    risk_doc = doc.get("risk") or {}
+    end_ns = int((series.get("ts") or [0])[-1])
+    spans = state_spans(risk_doc.get("state_changes") or [], end_ns)
+    equity = _plot(equity_figure(series, spans), "fig-equity") if x else none
     price = "".join(
         _plot(price_figure(s, prices[s], trades), f"fig-price-{i}")
         for i, s in enumerate(sorted(prices))
@@ -449,6 +510,7 @@ def render_report(doc: dict[str, Any]) -> str:
         ("prices", "Prices, entries and exits", price or none),
         ("periods", "Returns by period", per or none),
         ("risk", "Rolling Sharpe and exposure", risk),
+        ("engine", "Risk engine", risk_section(risk_doc)),
         ("distribution", "Trade distribution", dist),
         ("montecarlo", "Monte Carlo", _mc_section(doc.get("montecarlo") or {}, strat)),
         ("symbols", "Per symbol", _per_symbol(doc.get("per_symbol") or [])),

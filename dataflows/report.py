@@ -20,6 +20,7 @@ import polars as pl
 from rich.console import Console
 from rich.table import Table
 
+from dataflows.datalist import utc_text
 from infra.clickhouse import query_df
 from operators.account_trader import ACCOUNT
 from operators.performance import Summary, combine_equity_arrays, summarize
@@ -94,6 +95,74 @@ def dead_letter_note(counts: dict[str, int], table: str, run_id: str, shown: int
         f"{sum(counts.values()):,} messages went to dead letters ({', '.join(reasons)}), not "
         f"into the run: table {table}, run_id {run_id}"
     )
+
+
+def risk_story(client: Any, database: str, run_id: str) -> dict[str, Any]:
+    """What the risk engine did to a run: its trading-state changes in event order (account-wide
+    ones have symbol "") and its denials per rule, most first."""
+    run = {"run": run_id}
+    states = query_df(
+        client,
+        f"SELECT toUnixTimestamp64Nano(ts_event) AS ts, symbol, old, new, reason "
+        f"FROM {database}.trading_state FINAL WHERE run_id = %(run)s ORDER BY ts_event, symbol",
+        run,
+    )
+    den = query_df(
+        client,
+        f"SELECT rule, count() AS n FROM {database}.order_denials FINAL WHERE run_id = %(run)s "
+        f"GROUP BY rule ORDER BY n DESC, rule",
+        run,
+    )
+    return {
+        "state_changes": [
+            {"ts_event": int(r["ts"]), **{k: str(r[k]) for k in ("symbol", "old", "new", "reason")}}
+            for r in states.iter_rows(named=True)
+        ],
+        "denials": {str(r): int(n) for r, n in den.iter_rows()},
+    }
+
+
+def risk_note(
+    story: dict[str, Any], span: tuple[int, int] | None = None
+) -> tuple[str, bool] | None:
+    """One line on what the risk engine did (None: nothing), and whether it is a warning: the
+    account ended the run not trading (halted or reduce-only), so the result after that moment
+    is the engine's, not the strategy's. `span`: the run's first and last bar times, to say how
+    much of the run that was."""
+    changes, denials = story["state_changes"], story["denials"]
+    if not changes and not denials:
+        return None
+    parts: list[str] = []
+    account = [c for c in changes if not c["symbol"]]
+    final = account[-1]["new"] if account else "active"
+    if account:
+        first = next((c for c in account if c["new"] != "active"), account[0])
+        at = utc_text(first["ts_event"])
+        said = f"trading went {first['new'].upper()} at {at} UTC ({first['reason']})"
+        if len(account) > 1:
+            said += f", {len(account)} account-wide state changes in all"
+        parts.append(said)
+        if final != "active":
+            last = account[-1]
+            since = (
+                ""
+                if last is first
+                else (f" since {utc_text(last['ts_event'])} UTC ({last['reason']})")
+            )
+            share = ""
+            if span is not None and span[1] > span[0]:
+                frac = (span[1] - last["ts_event"]) / (span[1] - span[0])
+                share = f" (the last {max(0.0, min(1.0, frac)):.0%} of it)"
+            parts.append(f"{final.upper()} for the rest of the run{since}{share}")
+    stale = [c for c in changes if c["symbol"]]
+    if stale:
+        names = sorted({c["symbol"] for c in stale})
+        parts.append(f"{len(stale)} per-symbol state changes ({', '.join(names)})")
+    if denials:
+        rules = ", ".join(f"{r} {n:,}" for r, n in list(denials.items())[:5])
+        more = f", {len(denials) - 5} more rules" if len(denials) > 5 else ""
+        parts.append(f"{sum(denials.values()):,} orders denied ({rules}{more})")
+    return f"risk: {'; '.join(parts)}", final != "active"
 
 
 def no_trades_reason(

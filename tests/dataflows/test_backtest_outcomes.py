@@ -18,9 +18,9 @@ from dataflows.cli import main
 from dataflows.flow import config_feature_set
 from dataflows.ingest import ingest_file
 from infra.clickhouse import connect, count_final, ensure_tables, query_df
-from schemas.config import Config
+from schemas.config import Config, load_config
 from tests.dataflows.flowkit import sma_config
-from tests.paths import BARS_2024_01
+from tests.paths import BARS_2024_01, ROOT
 
 
 @pytest.fixture(autouse=True)
@@ -531,3 +531,61 @@ def test_dead_lettered_rows_are_counted_and_named_in_the_summary(
     )
     assert "dead letters" not in capsys.readouterr().out
     assert json.loads((tmp_path / "clean" / "summary.json").read_text())["dead_letters"] == {}
+
+
+SYMBOLS = ("BTCUSDT", "ETHUSDT")
+
+
+def test_a_risk_halt_is_said_with_when_why_and_what_it_denied(
+    ch_dsn: str, ch_db: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The margin example with a tight drawdown breaker (0.2%) on the shipped real month: the
+    account halts early and idles for the rest of it. The summary warns with the halt's time
+    and reason (the `trading_state` table's own row), the share of the run after it and the
+    denials per rule (the `order_denials` table's counts); summary.json's `risk` holds the
+    same; a run the engine never touched says nothing about risk."""
+    base = load_config(ROOT / "examples" / "risk_limits.toml").model_dump()
+    base["clickhouse"] = {**base["clickhouse"], "dsn": ch_dsn, "database": ch_db}
+    base["risk"]["drawdown_breaker"]["max_drawdown"] = 0.002
+    cfg = Config.model_validate(base)
+    run_id, _ = run_backtest(
+        cfg, BacktestSpec(f"file:{BARS_2024_01}", SYMBOLS), tmp_path / "out", progress=False
+    )
+    out = " ".join(capsys.readouterr().out.split())
+    client = connect(ch_dsn, ch_db)
+    run = {"r": run_id}
+    changes = query_df(
+        client,
+        f"SELECT toUnixTimestamp64Nano(ts_event) AS t, new, reason FROM {ch_db}.trading_state "
+        "FINAL WHERE run_id = %(r)s AND symbol = '' ORDER BY ts_event",
+        run,
+    )
+    assert changes.height >= 1 and changes["new"][-1] == "halted", "a 0.2% breaker trips"
+    t, new, reason = next(r for r in changes.iter_rows() if r[1] != "active")
+    denied = query_df(
+        client,
+        f"SELECT rule, count() AS n FROM {ch_db}.order_denials FINAL WHERE run_id = %(r)s "
+        "GROUP BY rule ORDER BY n DESC, rule",
+        run,
+    )
+    want = {r: int(n) for r, n in denied.iter_rows()}
+    assert want.get("trading_state", 0) > 0, "orders after the halt are denied by the state"
+    assert f"warning: risk: trading went {new.upper()} at {_utc(t)} UTC ({reason})" in out
+    assert any("drawdown" in r for r in changes["reason"])
+    assert "HALTED for the rest of the run" in out
+    assert f"{sum(want.values()):,} orders denied (" in out
+    assert all(f"{r} {n:,}" in out for r, n in list(want.items())[:5])
+    assert f"tables {ch_db}.trading_state and {ch_db}.order_denials, run_id {run_id}" in out
+    doc = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert doc["risk"]["denials"] == want
+    assert doc["risk"]["state_changes"][-1]["new"] == "halted"
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["risk"] == doc["risk"]  # the page's document: the same story
+    assert any(w.startswith("risk: trading went ") for w in report["warnings"])
+    plain = _cfg(ch_dsn, ch_db)  # the SMA example: no rule binds
+    run_backtest(
+        plain, BacktestSpec(f"file:{BARS_2024_01}", SYMBOLS), tmp_path / "plain", progress=False
+    )
+    assert "risk:" not in capsys.readouterr().out
+    doc = json.loads((tmp_path / "plain" / "summary.json").read_text())
+    assert doc["risk"] == {"state_changes": [], "denials": {}}

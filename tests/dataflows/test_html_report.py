@@ -19,6 +19,7 @@ from dataflows.html_report import (
     fmt_value,
     render_compare,
     render_report,
+    state_spans,
     write_compare,
     write_report,
 )
@@ -377,3 +378,59 @@ def test_formatting() -> None:
     assert fmt_value(1.23456, "ratio") == "1.23" and fmt_value(1234, "int") == "1,234"
     assert fmt_value(None, "pct") == "n/a" and fmt_value("x", "pct") == "x"
     assert fmt_value(float("inf"), "ratio") == "∞"
+
+
+def _risk_doc() -> tuple[dict[str, Any], list[int]]:
+    doc = make_doc(n_trades=20, step=200)
+    ts = doc["series"]["ts"]
+    at = [ts[len(ts) // 5], ts[len(ts) // 3], ts[len(ts) // 2], ts[2 * len(ts) // 3]]
+    doc["risk"] = {
+        "state_changes": [
+            {"ts_event": at[0], "symbol": "", "old": "active", "new": "reducing", "reason": "vol"},
+            {
+                "ts_event": at[1],
+                "symbol": "ETHUSDT",
+                "old": "active",
+                "new": "reducing",
+                "reason": "stale <data>",
+            },
+            {"ts_event": at[2], "symbol": "", "old": "reducing", "new": "active", "reason": "ok"},
+            {
+                "ts_event": at[3],
+                "symbol": "",
+                "old": "active",
+                "new": "halted",
+                "reason": "drawdown 5.1% from peak exceeds 5.00%",
+            },
+        ],
+        "denials": {"trading_state": 1234, "price_band": 2},
+    }
+    return doc, at
+
+
+def test_state_spans_follow_the_account_wide_changes() -> None:
+    doc, at = _risk_doc()
+    end = doc["series"]["ts"][-1]
+    # the per-symbol change (ETHUSDT) is not the account's state
+    assert state_spans(doc["risk"]["state_changes"], end) == [
+        (at[0], at[2], "reducing"),
+        (at[3], end, "halted"),
+    ]
+    assert state_spans([], end) == []
+
+
+def test_report_shows_the_risk_engine(tmp_path: Path, chromium: str) -> None:
+    """The risk engine's section lists every state change and the denials by rule, and the
+    equity chart shades the reduce-only and halted stretches (in both panels)."""
+    doc, _ = _risk_doc()
+    page = load_page(write_report(doc, tmp_path / "report.html"))
+    assert page.console_errors == []
+    states = page.dom.split('class="states"')[1].split("</table>")[0]
+    assert states.count("<tr>") == 1 + 4 and "stale &lt;data&gt;" in states
+    assert "drawdown 5.1% from peak exceeds 5.00%" in states and "ETHUSDT" in states
+    denials = page.dom.split('class="denials"')[1].split("</table>")[0]
+    assert "trading_state" in denials and "1,234" in denials and "price_band" in denials
+    chart = page.dom.split('id="fig-equity"')[1].split('id="fig-price-0"')[0]
+    assert chart.count('class="shape-group"') == 2 * 2  # 2 stretches x 2 panels
+    quiet = render_report(make_doc(n_trades=20, step=200))
+    assert "The risk engine changed no trading state and denied no order." in quiet
