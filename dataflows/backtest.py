@@ -129,6 +129,7 @@ def replay_source(spec: BacktestSpec, cfg: Config) -> tuple[Any, Kind, str]:
             speed=spec.speed,
             batch_size=cfg.kafka.batch_size,
             interval_ns=cfg.bars.interval_ns,
+            venue=cfg.venue,
         )
         return src, src.kind, spec.source
     from dataflows.io.kafka import KafkaRangeSource
@@ -212,24 +213,52 @@ def _unit(kind: str) -> str:
 
 
 def _file_in_range(
-    spec: BacktestSpec, selected: list[str], interval_ns: int
-) -> tuple[list[SymbolData], Kind, dict[str, int]]:
+    spec: BacktestSpec, selected: list[str], interval_ns: int, venue: str
+) -> tuple[list[SymbolData], Kind, dict[str, int], list[SymbolData]]:
     """A file source before the replay: (what it holds per symbol, kind, records per selected
-    symbol in the range). Raises FileNotFoundError for a missing file, ValueError for bars
-    spaced other than `interval_ns` (the config's bar interval)."""
+    symbol in the range, what other venues' data it holds). Raises FileNotFoundError for a
+    missing file, ValueError for bars spaced other than `interval_ns` (the config's bar
+    interval)."""
     import polars as pl
 
     from dataflows.io.files import check_bar_interval, detect_kind, normalized, scan
 
     lf = scan(spec.target)
     kind = detect_kind(lf)
-    in_range = normalized(lf, kind, selected, spec.start_ns, spec.end_ns)
+    in_range = normalized(lf, kind, selected, spec.start_ns, spec.end_ns, venue)
     if kind == "bars":  # before anything is opened (FileSource, the source, checks it too)
         check_bar_interval(in_range, interval_ns, spec.source)
-    held, _ = file_inventory(spec.target, venue="binance_spot")  # what FileSource replays
+    held, _ = file_inventory(spec.target, venue=venue)  # what FileSource replays
+    others: list[SymbolData] = []
+    if "venue" in lf.collect_schema().names():
+        others = [d for d in file_inventory(spec.target)[0] if d.venue != venue]
     counts = in_range.group_by("symbol").agg(pl.len().alias("n")).collect()
     got = {str(r["symbol"]): int(r["n"]) for r in counts.iter_rows(named=True)}
-    return held, kind, got
+    return held, kind, got, others
+
+
+def check_venue(
+    spec: BacktestSpec,
+    selected: list[str],
+    held: list[SymbolData],
+    others: list[SymbolData],
+    venue: str,
+    unit: str = "trades",
+) -> None:
+    """ValueError when a selected symbol's data in the file are only other venues' (a
+    backtest replays the config's `venue`): the error names them and the setting to change."""
+    names = {d.symbol for d in held}
+    elsewhere = [d for d in others if d.symbol in selected and d.symbol not in names]
+    if not elsewhere:
+        return
+    venues = sorted({d.venue for d in elsewhere})
+    pick = venues[0] if len(venues) == 1 else "<one of them>"
+    raise ValueError(
+        f"{spec.source} holds {', '.join(sorted({d.symbol for d in elsewhere}))} {unit} only "
+        f"from {', '.join(venues)}, not from the config's venue {venue!r} "
+        f'({describe(elsewhere, unit=unit)}); to replay them set venue = "{pick}" in '
+        f"the config (or --set venue={pick}) and that venue's [markets.<SYMBOL>] filters"
+    )
 
 
 def check_outcome(
@@ -283,8 +312,12 @@ def run_backtest(
     held: list[SymbolData] | None = None
     kind: str = topic_kind(spec.target)
     not_replayed: list[SymbolData] = []
+    other_venues: list[SymbolData] = []
     if spec.scheme == "file":
-        held, kind, got = _file_in_range(spec, selected, cfg.bars.interval_ns)
+        held, kind, got, other_venues = _file_in_range(
+            spec, selected, cfg.bars.interval_ns, cfg.venue
+        )
+        check_venue(spec, selected, held, other_venues, cfg.venue, _unit(kind))
         check_outcome(spec, selected, got, held, _unit(kind), "nothing to replay")
         not_replayed = [d for d in held if d.symbol not in selected]
     fs = config_feature_set(cfg)
@@ -330,6 +363,10 @@ def run_backtest(
         "open_positions": [p.to_dict() for p in positions],
         "warnings": warnings,
         "not_replayed": [d.symbol for d in not_replayed],
+        "other_venues": {
+            v: sorted(d.symbol for d in other_venues if d.venue == v)
+            for v in sorted({d.venue for d in other_venues})
+        },
         "dead_letters": dead,
         "risk": risk,
     }
@@ -418,6 +455,14 @@ def run_backtest(
                 markup=False,
                 highlight=False,
             )
+    if other_venues:  # another venue's BTCUSDT is another instrument: said, not merged
+        out.print(
+            f"note: {spec.source} also holds other venues' {_unit(kind)}: "
+            f"{describe(other_venues, unit=_unit(kind))}; not replayed (the config's venue is "
+            f"{cfg.venue!r}: `venue`)",
+            markup=False,
+            highlight=False,
+        )
     if out_dir is not None:
         names = ("report.html", "fills.csv", "equity.csv", "summary.json", "equity.png")
         wrote = [n for n in names if (Path(out_dir) / n).exists()]

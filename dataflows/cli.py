@@ -79,7 +79,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         symbols=list(_symbols(args)) or None,
         start_ns=start_ns,
         end_ns=end_ns,
-        venue=None if args.venue == "all" else args.venue,
+        venue=None if args.venue == "all" else (args.venue or cfg.venue),
         progress=not args.no_progress,
         outage_s=cfg.kafka.outage_s,
         interval_ns=cfg.bars.interval_ns,
@@ -340,7 +340,11 @@ def parser() -> argparse.ArgumentParser:
     f.add_argument("--symbols", help="comma-separated filter (default: every symbol)")
     f.add_argument("--start", help="UTC date/time, inclusive (default: the file's first)")
     f.add_argument("--end", help="UTC date/time, exclusive (default: the file's last)")
-    f.add_argument("--venue", default="binance_spot", help="trade files: venue filter, or 'all'")
+    f.add_argument(
+        "--venue",
+        help="trade files: only this venue's trades (default: the config's `venue`), or 'all' "
+        "(refused when a symbol trades on several: those are different instruments)",
+    )
     config_args(f)
     f.add_argument("--no-progress", action="store_true", help="no progress bar")
     f.set_defaults(fn=cmd_ingest)

@@ -8,7 +8,7 @@ record timestamps = event time only; a `*.trades.*` topic holds trades, any othe
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -33,6 +33,7 @@ class SymbolData:
     gaps: int  # places where the spacing exceeds the interval (bars only)
     missing: int  # bars missing in those gaps
     duplicates: int  # records sharing a timestamp with another (bars only)
+    venue: str = ""  # trade files with a venue column: whose trades these are ("" otherwise)
 
 
 def utc_text(ns: int) -> str:
@@ -60,22 +61,32 @@ def summarize(symbol: str, ts: npt.NDArray[np.int64], bars: bool) -> SymbolData:
 
 
 def _by_symbol(df: pl.DataFrame, bars: bool) -> list[SymbolData]:
-    """Columns symbol (str), ts (int ns) -> one `SymbolData` per symbol, sorted by symbol."""
+    """Columns symbol (str), ts (int ns)[, venue] -> one `SymbolData` per symbol (and venue),
+    sorted by symbol, then venue."""
+    if "venue" not in df.columns:
+        out = [
+            summarize(str(sym), part["ts"].to_numpy(), bars)
+            for (sym,), part in df.group_by(["symbol"], maintain_order=True)
+        ]
+        return sorted(out, key=lambda s: s.symbol)
     out = [
-        summarize(str(sym), part["ts"].to_numpy(), bars)
-        for (sym,), part in df.group_by(["symbol"], maintain_order=True)
+        replace(summarize(str(sym), part["ts"].to_numpy(), bars), venue=str(venue))
+        for (sym, venue), part in df.group_by(["symbol", "venue"], maintain_order=True)
     ]
-    return sorted(out, key=lambda s: s.symbol)
+    return sorted(out, key=lambda s: (s.symbol, s.venue))
 
 
 def file_inventory(path: str, venue: str | None = None) -> tuple[list[SymbolData], str]:
     """(per-symbol data, kind) of a bar or trade file (globs allowed, as `--source file:`).
-    Trade files: every venue's trades, or only `venue`'s (a backtest replays binance_spot)."""
+    A file with a venue column: every venue's data, one entry per (symbol, venue), or only
+    `venue`'s (what a backtest of a config with that `venue` replays)."""
     from dataflows.io.files import detect_kind, normalized, scan
 
     lf = scan(path)
     kind = detect_kind(lf)
-    df = normalized(lf, kind, venue=venue).select("symbol", pl.col("ts_event").alias("ts"))
+    has_venue = "venue" in lf.collect_schema().names()
+    cols = ["symbol", pl.col("ts_event").alias("ts"), *(["venue"] if has_venue else [])]
+    df = normalized(lf, kind, venue=venue).select(cols)
     return _by_symbol(df.collect(), kind == "bars"), kind
 
 
@@ -142,15 +153,18 @@ def describe(
     if not data:
         return "nothing"
     return "; ".join(
-        f"{d.symbol}: {d.count:,} {unit} from {_utc(d.first_ns)} to {_utc(d.last_ns)} UTC"
+        f"{d.symbol}{f' ({d.venue})' if d.venue else ''}: {d.count:,} {unit} from "
+        f"{_utc(d.first_ns)} to {_utc(d.last_ns)} UTC"
         for d in data
     )
 
 
 def print_inventory(data: list[SymbolData], title: str, console: Console) -> None:
     t = Table(title=title)
+    venues = any(d.venue for d in data)  # a trade file naming its venues: one row per venue
     for col in (
         "symbol",
+        *(["venue"] if venues else []),
         "first (UTC)",
         "last (UTC)",
         "count",
@@ -159,11 +173,12 @@ def print_inventory(data: list[SymbolData], title: str, console: Console) -> Non
         "missing",
         "duplicates",
     ):
-        t.add_column(col, justify="left" if col == "symbol" else "right")
+        t.add_column(col, justify="left" if col in ("symbol", "venue") else "right")
     for d in data:
         bars = bool(d.interval_ns)
         t.add_row(
             d.symbol,
+            *([d.venue] if venues else []),
             _utc(d.first_ns),
             _utc(d.last_ns),
             f"{d.count:,}",

@@ -192,7 +192,7 @@ def market_stage(
         frozenset(cfg.symbols),
         selected,
         source_name,
-        Limits.from_config(v, cfg.bars),
+        Limits.from_config(v, cfg.bars, cfg.venue),
         clock=clock,
         max_clock_ahead_ns=int(v.max_clock_ahead_s * NS_PER_SECOND),
         replay_range=replay_range,

@@ -8,7 +8,15 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from dataflows.io.files import Kind, check_bar_interval, detect_kind, normalized, scan, to_messages
+from dataflows.io.files import (
+    Kind,
+    check_bar_interval,
+    detect_kind,
+    normalized,
+    scan,
+    to_messages,
+    venue_clashes,
+)
 from infra.faults import raise_fault
 from infra.kafka.client import BROKER_CHECK, CheckedProducer, DeliveryError
 from schemas.codec import encode
@@ -43,6 +51,14 @@ def ingest_file(
         raise ValueError(f"{path} holds {found}, not {kind}")
     topic = topic or (TRADES.name if kind == "trades" else BARS.name)
     norm = normalized(lf, kind, symbols, start_ns, end_ns, venue, interval_ns)
+    if venue is None and (clash := venue_clashes(norm)):
+        # Keyed by symbol, one topic would interleave two instruments' tapes under one name.
+        raise ValueError(
+            f"{path} holds "
+            + "; ".join(f"{sym} on {', '.join(vs)}" for sym, vs in clash.items())
+            + ": the same name on two venues is two instruments; ingest one venue per topic "
+            "(--venue VENUE, and --topic for the other)"
+        )
     if kind == "bars":  # the bars go out stamped with this length: the file must agree
         check_bar_interval(norm, interval_ns, f"file:{path}")
     df = norm.collect()

@@ -34,10 +34,13 @@ class Limits:
     max_price: float = 1e9
     max_size: float = 1e12
     interval_ns: int = NS_PER_MINUTE
+    venue: str = "binance_spot"  # trades: the only venue whose trades are the symbols' (cfg.venue)
 
     @classmethod
-    def from_config(cls, v: ValidationConfig, bars: BarsConfig) -> Limits:
-        return cls(v.min_price, v.max_price, v.max_size, bars.interval_s * NS_PER_SECOND)
+    def from_config(
+        cls, v: ValidationConfig, bars: BarsConfig, venue: str = "binance_spot"
+    ) -> Limits:
+        return cls(v.min_price, v.max_price, v.max_size, bars.interval_s * NS_PER_SECOND, venue)
 
 
 LIMITS = Limits()
@@ -99,6 +102,7 @@ def trade_problem(t: Trade, universe: Set[str], lim: Limits = LIMITS) -> str | N
     # Fast path (NaN fails every comparison, so it falls through to the detailed checks).
     if (
         t.symbol in universe
+        and t.venue == lim.venue
         and lim.min_price <= p <= lim.max_price
         and 0.0 < s <= lim.max_size
         and 0 < t.ts_event < I64
@@ -108,6 +112,11 @@ def trade_problem(t: Trade, universe: Set[str], lim: Limits = LIMITS) -> str | N
         return None
     if t.symbol not in universe:
         return f"unknown symbol {t.symbol!r}"
+    if t.venue != lim.venue:
+        return (
+            f"trade from venue {t.venue!r}, not the config's venue {lim.venue!r} "
+            "(the same name on another venue is another instrument)"
+        )
     return (
         _price_problem("price", p, lim)
         or _amount_problem("size", s, lim, True)

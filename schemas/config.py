@@ -158,6 +158,10 @@ class PaperConfig(_Section):
 
 class Config(_Section):
     symbols: list[str] = Field(default_factory=lambda: ["BTCUSDT", "ETHUSDT"])
+    # Where the symbols trade: a trade from another venue is another instrument (Binance spot
+    # BTCUSDT and USD-M futures BTCUSDT share a name), so it is dead-lettered, never merged.
+    # `markets` holds Binance spot's filters: another venue needs its own [markets.<SYMBOL>].
+    venue: str = Field("binance_spot", pattern=r"^[A-Za-z0-9_.-]+$")
     bars: BarsConfig = BarsConfig()
     features: FeaturesConfig = FeaturesConfig()
     feature_sets: dict[str, list[str]] = Field(default_factory=dict)

@@ -8,6 +8,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "examples" / "data"
 BARS_2024_01 = DATA / "binance_spot_btc_eth_1m_2024-01.parquet"
 TRADES = DATA / "binance_spot_trades_captures.parquet"
+USDM_TRADES = DATA / "binance_usdm_trades_capture_2024-08-08.parquet"
 KLINES = DATA / "binance_spot_klines_1m_capture_minutes.parquet"
 
 

@@ -5,7 +5,9 @@ Bar files: symbol, open_time (UTC), open, high, low, close, volume. A file does 
 its bars are: the config's bar interval does (`[bars] interval_s`), and a file whose bars are
 spaced otherwise is refused (`check_bar_interval`) rather than read as bars of another length.
 Trade files: symbol, trade_time (exchange, UTC), trade_id, price, qty, is_buyer_maker,
-optionally venue and local_ts (recorder clock: used as ts_init, when we saw the trade).
+optionally venue and local_ts (recorder clock: used as ts_init, when we saw the trade). A
+symbol's name is unique per venue only (Binance spot and USD-M futures both list BTCUSDT): trades
+are read for one venue, the config's, and keep it on the wire.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from dataflows.io.pacing import Pace, check_speed
 from schemas.messages import NS_PER_MINUTE, Bar, Trade
 
 Kind = Literal["trades", "bars"]
+DEFAULT_VENUE = "binance_spot"  # the config's default `venue`
 
 
 def scan(path: str | Path) -> pl.LazyFrame:
@@ -87,7 +90,7 @@ def normalized(
     symbols: list[str] | None = None,
     start_ns: int | None = None,
     end_ns: int | None = None,
-    venue: str | None = "binance_spot",
+    venue: str | None = DEFAULT_VENUE,
     interval_ns: int = NS_PER_MINUTE,
 ) -> pl.LazyFrame:
     """Columns in wire-message order, filtered to [start, end) and symbols, sorted by time
@@ -96,16 +99,24 @@ def normalized(
     if _missing(kind, schema.names()):
         raise _columns_error(kind, schema.names())
     lf = lf.with_columns(pl.col("symbol").cast(pl.String))
+    # A file with a venue column holds several venues' data under the same names: keep
+    # `venue`'s rows (every venue's when None). A file without one is `venue`'s tape.
+    has_venue = "venue" in schema.names()
+    if has_venue:
+        lf = lf.with_columns(pl.col("venue").cast(pl.String))
+        if venue:
+            lf = lf.filter(pl.col("venue") == venue)
     if kind == "bars":
         lf = lf.select(
             "symbol",
             _ns("open_time", schema["open_time"]).alias("ts_event"),
             pl.col("open", "high", "low", "close", "volume").cast(pl.Float64),
+            *(["venue"] if has_venue else []),
         ).with_columns((pl.col("ts_event") + interval_ns).alias("ts_init"))
         order = ["symbol", "ts_event"]
     else:
-        if venue and "venue" in schema.names():
-            lf = lf.filter(pl.col("venue").cast(pl.String) == venue)
+        if not has_venue:
+            lf = lf.with_columns(pl.lit(venue or DEFAULT_VENUE).alias("venue"))
         ts_init = _ns("local_ts", schema["local_ts"]) if "local_ts" in schema.names() else None
         lf = lf.select(
             "symbol",
@@ -114,6 +125,7 @@ def normalized(
             pl.col("price", "qty").cast(pl.Float64),
             pl.col("is_buyer_maker").cast(pl.Boolean),
             *([ts_init.alias("ts_init")] if ts_init is not None else []),
+            "venue",
         )
         if ts_init is None:
             lf = lf.with_columns(pl.col("ts_event").alias("ts_init"))
@@ -167,10 +179,29 @@ def to_messages(df: pl.DataFrame, kind: Kind, interval_ns: int = NS_PER_MINUTE) 
         return [Bar(*row, interval_ns) for row in zip(*cols, strict=True)]
     sym, ts, ts_init, tid = (df[c].to_list() for c in ("symbol", "ts_event", "ts_init", "trade_id"))
     price, qty, bm = (df[c].to_list() for c in ("price", "qty", "is_buyer_maker"))
+    venues = df["venue"].to_list() if "venue" in df.columns else [DEFAULT_VENUE] * df.height
     return [
-        Trade(s, t, i, d, p, q, "sell" if m else "buy")
-        for s, t, i, d, p, q, m in zip(sym, ts, ts_init, tid, price, qty, bm, strict=True)
+        Trade(s, t, i, d, p, q, "sell" if m else "buy", v)
+        for s, t, i, d, p, q, m, v in zip(
+            sym, ts, ts_init, tid, price, qty, bm, venues, strict=True
+        )
     ]
+
+
+def venue_clashes(lf: pl.LazyFrame) -> dict[str, list[str]]:
+    """Trades or bars from `normalized` with every venue kept -> {symbol: its venues} for each
+    symbol the file holds on more than one venue (Binance spot and USD-M futures both name
+    BTCUSDT): one stream of such a symbol would merge two instruments' data."""
+    if "venue" not in lf.collect_schema().names():
+        return {}
+    df = (
+        lf.group_by("symbol")
+        .agg(pl.col("venue").unique().sort())
+        .filter(pl.col("venue").list.len() > 1)
+        .sort("symbol")
+        .collect()
+    )
+    return {str(r["symbol"]): list(r["venue"]) for r in df.iter_rows(named=True)}
 
 
 class _Partition(StatefulSourcePartition[list[Any], int]):
@@ -227,14 +258,18 @@ class FileSource(FixedPartitionedSource[list[Any], int]):
         batch_size: int = 10_000,
         speed: float | None = None,
         interval_ns: int = NS_PER_MINUTE,
+        venue: str = DEFAULT_VENUE,
     ) -> None:
         """`interval_ns`: the bars' length (the config's `[bars] interval_s`); a bar file
-        spaced otherwise is a ValueError here, before anything runs."""
+        spaced otherwise is a ValueError here, before anything runs. `venue`: a trade file's
+        rows of that venue only (the config's `venue`)."""
         self.path = Path(path)
         lf = scan(self.path)
         self.kind: Kind = kind or detect_kind(lf)
         self.interval_ns = interval_ns
-        self._lf = normalized(lf, self.kind, symbols, start_ns, end_ns, interval_ns=interval_ns)
+        self._lf = normalized(
+            lf, self.kind, symbols, start_ns, end_ns, venue, interval_ns=interval_ns
+        )
         if self.kind == "bars":
             check_bar_interval(self._lf, interval_ns, f"file:{path}")
         # `normalized` already kept only the requested symbols
