@@ -261,6 +261,35 @@ def check_venue(
     )
 
 
+@dataclass(frozen=True)
+class FilePlan:
+    """What a file replay will read, decided before anything is opened or built."""
+
+    spec: BacktestSpec  # symbols narrowed to those the file holds when none were asked for
+    held: list[SymbolData]  # what the file holds (the config's venue)
+    kind: Kind
+    other_venues: list[SymbolData]
+    absent: list[str]  # the config's symbols the file does not hold (no --symbols given)
+
+
+def plan_file_replay(spec: BacktestSpec, cfg: Config, what: str = "nothing to replay") -> FilePlan:
+    """Check a file source against the request. Without --symbols a file holding only some of
+    the config's symbols replays those (on the whole account; the rest are named in a note);
+    an asked-for symbol it does not hold, or nothing to replay at all, is a ValueError."""
+    selected = sorted(selected_symbols(cfg, spec.symbols))
+    held, kind, got, others = _file_in_range(spec, selected, cfg.bars.interval_ns, cfg.venue)
+    names = {d.symbol for d in held}
+    asked = bool(spec.symbols)
+    absent: list[str] = []
+    if not asked and names & set(selected):
+        absent = [s for s in selected if s not in names]
+        selected = [s for s in selected if s in names]
+    check_venue(spec, selected, held, others, cfg.venue, _unit(kind))
+    check_outcome(spec, selected, got, held, _unit(kind), what, asked)
+    # the symbols replayed, named: the same run (and run id) as --symbols those
+    return FilePlan(replace(spec, symbols=tuple(selected)), held, kind, others, absent)
+
+
 def check_outcome(
     spec: BacktestSpec,
     selected: list[str],
@@ -268,6 +297,7 @@ def check_outcome(
     held: list[SymbolData],
     unit: str,
     what: str,
+    asked: bool | None = None,
 ) -> list[str]:
     """Judge a replay by what each selected symbol got (`got`: records or bars in the range)
     against what the source holds (`held`). Raises ValueError when a selected symbol is not in
@@ -277,8 +307,10 @@ def check_outcome(
     where = range_text(spec.start_ns, spec.end_ns)
     absent = [s for s in selected if s not in names]
     if absent:
+        asked = bool(spec.symbols) if asked is None else asked
+        by = "--symbols" if asked else "the config's `symbols`"
         raise ValueError(
-            f"{spec.source} holds no {unit} for {', '.join(absent)} (--symbols); "
+            f"{spec.source} holds no {unit} for {', '.join(absent)} ({by}); "
             f"it holds {describe(held, unit=unit)}"
         )
     empty = [s for s in selected if not got.get(s)]
@@ -309,16 +341,18 @@ def run_backtest(
     if spec.processes < 1 or spec.workers < 1:
         raise ValueError("--processes and --workers must be >= 1")
     selected = sorted(selected_symbols(cfg, spec.symbols))
+    asked = bool(spec.symbols)
+    spec = replace(spec, symbols=tuple(selected))  # named in the run id either way
     held: list[SymbolData] | None = None
     kind: str = topic_kind(spec.target)
     not_replayed: list[SymbolData] = []
     other_venues: list[SymbolData] = []
+    absent: list[str] = []
     if spec.scheme == "file":
-        held, kind, got, other_venues = _file_in_range(
-            spec, selected, cfg.bars.interval_ns, cfg.venue
-        )
-        check_venue(spec, selected, held, other_venues, cfg.venue, _unit(kind))
-        check_outcome(spec, selected, got, held, _unit(kind), "nothing to replay")
+        plan = plan_file_replay(spec if asked else replace(spec, symbols=()), cfg)
+        spec, held, kind = plan.spec, plan.held, plan.kind
+        other_venues, absent = plan.other_venues, plan.absent
+        selected = list(spec.symbols)
         not_replayed = [d for d in held if d.symbol not in selected]
     fs = config_feature_set(cfg)
     cfg = pin_models(cfg)  # one model version for the whole replay, in the run's id and config
@@ -342,7 +376,7 @@ def run_backtest(
         if held is None:  # Kafka: scan the topic only now that something is missing
             held, kind = inventory(spec.source, cfg)
         warnings = check_outcome(
-            spec, selected, bars, held, _unit(kind), "the replay produced no bars"
+            spec, selected, bars, held, _unit(kind), "the replay produced no bars", asked
         )
     per_symbol = {s: bars.get(s, 0) for s in selected}
     positions = open_positions(client, ch.database, run_id)
@@ -363,6 +397,7 @@ def run_backtest(
         "open_positions": [p.to_dict() for p in positions],
         "warnings": warnings,
         "not_replayed": [d.symbol for d in not_replayed],
+        "absent": absent,
         "other_venues": {
             v: sorted(d.symbol for d in other_venues if d.venue == v)
             for v in sorted({d.venue for d in other_venues})
@@ -455,6 +490,14 @@ def run_backtest(
                 markup=False,
                 highlight=False,
             )
+    if absent:  # the config's symbols the file lacks: the account trades the others alone
+        out.print(
+            f"note: {spec.source} holds no {_unit(kind)} of the config's "
+            f"{', '.join(absent)}; replayed {', '.join(selected)} only, on the whole account "
+            "(--symbols chooses; a symbol asked for there must be in the source)",
+            markup=False,
+            highlight=False,
+        )
     if other_venues:  # another venue's BTCUSDT is another instrument: said, not merged
         out.print(
             f"note: {spec.source} also holds other venues' {_unit(kind)}: "

@@ -96,7 +96,7 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     _probe_topic(cfg, args.source)
     spec = BacktestSpec(
         source=args.source,
-        symbols=_symbols(args, cfg.symbols, cfg),
+        symbols=_symbols(args, (), cfg),  # none given: the config's, as far as the source has them
         start_ns=start_ns,
         end_ns=end_ns,
         speed=args.speed,

@@ -207,15 +207,10 @@ def _check_data(spec: SweepSpec, cfg: Config) -> None:
     """A file window with no bars fails before any worker starts, naming the window."""
     if not spec.source.startswith("file:"):
         return
-    from dataflows.backtest import _file_in_range, _unit, check_outcome, check_venue
-    from dataflows.flow import selected_symbols
+    from dataflows.backtest import plan_file_replay
 
-    selected = sorted(selected_symbols(cfg, spec.symbols))
     for flag, w in (("--in-sample", spec.in_sample), ("--out-of-sample", spec.out_of_sample)):
-        bt = _bt(spec, w)
-        held, kind, got, others = _file_in_range(bt, selected, cfg.bars.interval_ns, cfg.venue)
-        check_venue(bt, selected, held, others, cfg.venue, _unit(kind))
-        check_outcome(bt, selected, got, held, _unit(kind), f"{flag} {w.text()}: no data")
+        plan_file_replay(_bt(spec, w), cfg, f"{flag} {w.text()}: no data")
 
 
 def _grid(cfg: Config, spec: SweepSpec) -> list[Point]:

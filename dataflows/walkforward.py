@@ -33,7 +33,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from dataflows.backtest import BacktestSpec, run_backtest
+from dataflows.backtest import BacktestSpec, plan_file_replay, run_backtest
 from dataflows.flow import config_feature_set
 from operators.performance import Summary, summarize
 from schemas.config import Config, ProducerConfig
@@ -228,6 +228,16 @@ def run_walk_forward(
     target_column(p.train)
     parse_walk_forward(walk_forward)
     parse_duration(embargo, "embargo")
+    if spec.scheme == "file":  # what the replay will read, before the training set is built
+        plan = plan_file_replay(spec, cfg)
+        spec = plan.spec
+        if plan.absent:
+            console.print(
+                f"note: {spec.source} holds no bars of the config's {', '.join(plan.absent)}; "
+                f"training and replaying {', '.join(spec.symbols)} only",
+                markup=False,
+                highlight=False,
+            )
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     if dataset is None:
