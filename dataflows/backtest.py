@@ -375,6 +375,10 @@ def run_backtest(
     if any(not bars.get(s) for s in selected):
         if held is None:  # Kafka: scan the topic only now that something is missing
             held, kind = inventory(spec.source, cfg)
+            names = {d.symbol for d in held}
+            if not asked and names & set(selected):  # as a file: the config's, as held
+                absent = [s for s in selected if s not in names]
+                selected = [s for s in selected if s in names]
         warnings = check_outcome(
             spec, selected, bars, held, _unit(kind), "the replay produced no bars", asked
         )

@@ -109,3 +109,34 @@ def test_a_walk_forward_refuses_a_bad_selection_before_building_its_training_set
     with pytest.raises(ValueError, match=r"holds no bars for ETHUSDT \(--symbols\)"):
         run_walk_forward(cfg, spec, tmp_path / "wf", "train=3d,test=2d", progress=False)
     assert not (tmp_path / "wf" / "dataset.parquet").exists()
+
+
+def test_a_kafka_topic_without_one_of_the_config_symbols_is_a_note_too(
+    btc_only: Path,
+    kafka_topic,
+    kafka_bootstrap: str,
+    ch_dsn: str,
+    ch_db: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The account waits for ETH, which never comes; at the end of the replay it books BTC
+    exactly as the file replay of the same bars without ETH selected does."""
+    from dataflows.ingest import ingest_file
+
+    topic = kafka_topic(partitions=2, suffix="md.bars.v1")
+    assert ingest_file(btc_only, kafka_bootstrap, "bars", topic=topic, progress=False) == 7 * 1440
+    cfg = sma_config(
+        None, clickhouse={"dsn": ch_dsn, "database": ch_db}, kafka={"bootstrap": kafka_bootstrap}
+    )
+    spec = BacktestSpec(f"kafka:{topic}", (), publish=False)
+    _, summary = run_backtest(cfg, spec, tmp_path / "k", progress=False)
+    out = " ".join(capsys.readouterr().out.split())
+    assert (
+        f"note: kafka:{topic} holds no bars of the config's ETHUSDT; replayed BTCUSDT only" in out
+    )
+    doc = json.loads((tmp_path / "k" / "summary.json").read_text())
+    assert doc["absent"] == ["ETHUSDT"] and doc["bars_by_symbol"] == {"BTCUSDT": 7 * 1440}
+    assert doc["warnings"] == []
+    _, from_file = run_backtest(cfg, BacktestSpec(f"file:{btc_only}", ()), None, progress=False)
+    assert summary == from_file
