@@ -1,7 +1,8 @@
 """Read the shared market-data file formats (parquet or CSV; see ../shared/data/README.md) into
 wire messages, and replay them as a Bytewax source with one partition per symbol.
 
-Bar files: symbol, open_time (UTC), open, high, low, close, volume. A file does not say how long
+Bar files: symbol, open_time (UTC; a datetime, or an integer epoch in s, ms, us or ns, the
+unit told by each value's magnitude), open, high, low, close, volume. A file does not say how long
 its bars are: the config's bar interval does (`[bars] interval_s`), and a file whose bars are
 spaced otherwise is refused (`check_bar_interval`) rather than read as bars of another length.
 Trade files: symbol, trade_time (exchange, UTC), trade_id, price, qty, is_buyer_maker,
@@ -79,9 +80,23 @@ def detect_kind(lf: pl.LazyFrame) -> Kind:
 
 
 def _ns(col: str, dtype: pl.DataType) -> pl.Expr:
+    """A time column as int ns UTC. Integer epochs carry no unit: each value's magnitude gives
+    it (seconds < 1e11 <= milliseconds < 1e14 <= microseconds < 1e17 <= nanoseconds, which is
+    unambiguous for 1973-5138), per row, because Binance's own kline files switched from ms to
+    us in 2025 and a glob may span both; read as ms, seconds would land in 1970 without a
+    word and microseconds overflow."""
     if isinstance(dtype, pl.Datetime):
         return pl.col(col).dt.epoch("ns")
-    return pl.col(col).cast(pl.Int64) * 1_000_000  # integer columns are epoch milliseconds
+    c = pl.col(col).cast(pl.Int64)
+    return (
+        pl.when(c < 10**11)
+        .then(c * 1_000_000_000)
+        .when(c < 10**14)
+        .then(c * 1_000_000)
+        .when(c < 10**17)
+        .then(c * 1_000)
+        .otherwise(c)
+    )
 
 
 def normalized(
