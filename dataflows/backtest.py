@@ -52,6 +52,7 @@ from infra.clickhouse import clear_run, close_all, connect, ensure_tables
 from operators.performance import Summary
 from schemas.config import Config
 from schemas.messages import RunInfo
+from schemas.risk_config import BINANCE_SPOT_MARKETS
 
 
 def parse_time(s: str | None) -> int | None:
@@ -259,6 +260,17 @@ def check_venue(
         f'({describe(elsewhere, unit=unit)}); to replay them set venue = "{pick}" in '
         f"the config (or --set venue={pick}) and that venue's [markets.<SYMBOL>] filters"
     )
+
+
+def spot_markets_elsewhere(cfg: Config, symbols: list[str]) -> list[str]:
+    """The symbols whose market rules are still Binance spot's defaults under another venue."""
+    if cfg.venue == "binance_spot":
+        return []
+    return [
+        s
+        for s in symbols
+        if s in BINANCE_SPOT_MARKETS and cfg.markets.get(s) == BINANCE_SPOT_MARKETS[s]
+    ]
 
 
 @dataclass(frozen=True)
@@ -494,6 +506,15 @@ def run_backtest(
                 markup=False,
                 highlight=False,
             )
+    spot_rules = spot_markets_elsewhere(cfg, selected)
+    if spot_rules:  # lot, tick and min notional of another instrument: said, never assumed
+        out.print(
+            f"note: markets {', '.join(spot_rules)} use Binance spot's filters (the defaults) but "
+            f"the config's venue is {cfg.venue!r}: set [markets.<SYMBOL>] tick_size, lot_size "
+            "and min_notional to that venue's",
+            markup=False,
+            highlight=False,
+        )
     if absent:  # the config's symbols the file lacks: the account trades the others alone
         out.print(
             f"note: {spec.source} holds no {_unit(kind)} of the config's "

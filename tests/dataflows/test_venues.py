@@ -13,13 +13,13 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from dataflows.backtest import BacktestSpec, run_backtest
+from dataflows.backtest import BacktestSpec, run_backtest, spot_markets_elsewhere
 from dataflows.datalist import file_inventory, print_inventory
 from dataflows.ingest import ingest_file
 from dataflows.io.files import FileSource, normalized, scan, to_messages, venue_clashes
 from infra.clickhouse import connect, query_df
 from operators.validation import Limits, trade_problem
-from schemas.config import BarsConfig, ValidationConfig
+from schemas.config import BarsConfig, MarketConfig, ValidationConfig
 from schemas.messages import Bar, DeadLetter, Trade
 from tests.dataflows.flowkit import batches, run_flow, sma_config
 from tests.paths import SHARED, TRADES, USDM_TRADES
@@ -152,6 +152,21 @@ def test_a_backtest_replays_the_configs_venue_and_names_the_others(
     run_id, _ = run_backtest(
         fut_cfg, BacktestSpec(f"file:{path}", ()), tmp_path / "fut", progress=False
     )
+    said = " ".join(capsys.readouterr().out.split())
+    assert (
+        "note: markets BTCUSDT, ETHUSDT use Binance spot's filters (the defaults) but the "
+        "config's venue is 'binance_usdm_futures'"
+    ) in said
+    assert spot_markets_elsewhere(cfg, ["BTCUSDT"]) == []  # spot: its own filters
+    own = fut_cfg.model_copy(
+        update={
+            "markets": {
+                **fut_cfg.markets,
+                "BTCUSDT": MarketConfig(tick_size=0.1, lot_size=0.001, min_notional=100.0),
+            }
+        }
+    )
+    assert spot_markets_elsewhere(own, ["BTCUSDT", "ETHUSDT"]) == ["ETHUSDT"]
     doc = json.loads((tmp_path / "fut" / "summary.json").read_text())
     usdm = df.filter(pl.col("venue") == "binance_usdm_futures")
     assert doc["bars_by_symbol"] == _minutes(usdm)
