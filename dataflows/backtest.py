@@ -25,7 +25,7 @@ from dataflows.datalist import SymbolData, describe, file_inventory, inventory, 
 from dataflows.flow import build_flow, config_feature_set, selected_symbols
 from dataflows.io.files import FileSource, Kind
 from dataflows.io.progress import counted
-from dataflows.producers import model_fingerprints, pin_models
+from dataflows.producers import in_sample_warnings, model_fingerprints, pin_models
 from dataflows.report import (
     account_initial,
     bar_counts,
@@ -403,6 +403,8 @@ def run_backtest(
     summary, ts, eq = build_report(fills, equity, account_initial(cfg))
     if not fills:
         warnings.append(no_trades_reason(client, ch.database, run_id, cfg, bars))
+    if len(ts):  # a model scored on its own training bars: the classic flattering backtest
+        warnings.extend(in_sample_warnings(cfg, int(ts[0]), int(ts[-1])))
     info = {
         "run_id": run_id,
         "source": spec.source,

@@ -222,3 +222,37 @@ def strategy_factory(cfg: Config, fs: FeatureSet) -> Callable[[str], Any]:
 
     producers(cfg.symbols[0])  # fail now, not inside the running flow
     return producers
+
+
+def in_sample_warnings(cfg: Config, first_ns: int, last_ns: int) -> list[str]:
+    """One warning per pinned model producer whose model was trained on bars this replay covers
+    ([first_ns, last_ns], bar open times): its results there are in sample. A walk-forward
+    schedule is out of sample by construction and is not checked."""
+    from datetime import datetime
+
+    from offline.registry import resolve
+
+    out: list[str] = []
+    root = registry_root(cfg)
+    span = max(last_ns - first_ns, 1)
+    for p in cfg.producers:
+        if p.kind != "model" or p.schedule:
+            continue
+        mv = resolve(root, p.model, p.version)
+        window = mv.meta.get("training_window") or {}
+        if not window.get("start") or not window.get("end"):
+            continue
+        lo, hi = (
+            int(datetime.fromisoformat(window[k]).timestamp() * 1e9) for k in ("start", "end")
+        )
+        overlap = min(hi, last_ns) - max(lo, first_ns)
+        if overlap <= 0:
+            continue
+        out.append(
+            f"producer {p.name}: model {mv.name} {mv.version} was trained on bars from "
+            f"{window['start']} to {window['end']}, and this replay covers "
+            f"{overlap / 86_400e9:.1f} days of them ({overlap / span:.0%} of the run): its "
+            f"results there are in sample and prove nothing; replay bars after {window['end']}, "
+            "or use --walk-forward"
+        )
+    return out

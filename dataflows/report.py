@@ -187,6 +187,11 @@ def no_trades_reason(
         f"its trading producer {name} emitted {sum(said.values()):,} signals"
         + (f" ({', '.join(f'direction {d}: {n:,}' for d, n in said.items())})" if said else "")
     ]
+    if said.get(-1) and not said.get(1) and cfg.portfolio.kind == "spot":
+        parts[0] += (
+            "; none long, and a spot account does not short: direction -1 only closes a long "
+            "(portfolio.kind = \"margin\" trades both ways)"
+        )
     spec = next((p for p in cfg.producers if p.name == producer), None)
     rule = cfg.strategy if spec is None else spec if spec.kind == "sma_cross" else None
     slow = rule.slow if rule is not None else 0  # an SMA rule's first signal: bar slow + 1

@@ -267,3 +267,49 @@ def test_a_model_that_never_trades_says_how_close_it_came(
         f"; over {len(rows):,} scored bars the highest were p(0) {proba[:, 0].max():.3f}, "
         f"p(1) {proba[:, 1].max():.3f}, against the decision's long 0.99 / short 0.55"
     )
+
+
+def test_a_backtest_on_the_models_own_training_bars_is_called_in_sample(
+    trained: dict[str, Any], ch_dsn: str, ch_db: str, tmp_path: Path
+) -> None:
+    """The same model registered with the training window its metadata would carry: a replay
+    over those bars warns (days and share of the run), one after them does not. Its short-only
+    signals on a spot account are explained too."""
+    import json
+
+    from dataflows.backtest import run_backtest
+    from dataflows.producers import in_sample_warnings
+
+    root = tmp_path / "registry"
+    window = {"start": "2024-01-03T00:00:00Z", "end": "2024-01-04T12:00:00Z"}
+    registry.register(root, "lgb-tb", trained["lgb"], {"label": TB, "training_window": window})
+    cfg = sma_config(
+        list(SYMBOLS),
+        producers=[
+            {
+                "name": "lgb",
+                "kind": "model",
+                "model": "lgb-tb",
+                "version": "v1",
+                "decision": {"long": 0.999, "short": 0.001},
+            },
+        ],
+        models={"registry": str(root)},
+        strategy={"producer": "lgb"},
+        clickhouse={"dsn": ch_dsn, "database": ch_db},
+    )
+    assert START is not None and END is not None
+    spec = BacktestSpec(f"file:{BARS_2024_01}", SYMBOLS, START, END)
+    run_backtest(cfg, spec, tmp_path / "out", progress=False)
+    warnings = json.loads((tmp_path / "out" / "summary.json").read_text())["warnings"]
+    (said,) = [w for w in warnings if "in sample" in w]
+    assert said.startswith(
+        "producer lgb: model lgb-tb v1 was trained on bars from 2024-01-03T00:00:00Z to "
+        "2024-01-04T12:00:00Z, and this replay covers 1.5 days of them (50% of the run)"
+    )
+    (quiet,) = [w for w in warnings if w.startswith("the run made no trades")]
+    assert "none long, and a spot account does not short" in quiet
+    day = 86_400 * 10**9
+    assert in_sample_warnings(cfg, parse_time("2024-01-05"), parse_time("2024-01-06")) == []
+    assert in_sample_warnings(cfg, START - 3 * day, START) == []
+    assert len(in_sample_warnings(cfg, START, START + 2 * day)) == 1
