@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import polars as pl
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -63,7 +64,18 @@ def ingest_file(
         check_bar_interval(norm, interval_ns, f"file:{path}")
     df = norm.collect()
     if df.height == 0:
-        raise ValueError(f"nothing to ingest from {path} with the given filters")
+        held = (
+            sorted(lf.select(pl.col("venue").cast(pl.String).unique()).collect()["venue"])
+            if venue and "venue" in lf.collect_schema().names()
+            else []
+        )
+        hint = (
+            f"; it holds {', '.join(held)} data, not {venue}'s: --venue {held[0]}"
+            + (" (or another of them)" if len(held) > 1 else "")
+            if held
+            else ""
+        )
+        raise ValueError(f"nothing to ingest from {path} with the given filters{hint}")
     # Interleave symbols in time order, as an exchange feed would deliver them.
     df = df.sort("ts_event", "symbol")
     delivered = 0

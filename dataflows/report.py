@@ -190,7 +190,7 @@ def no_trades_reason(
     if said.get(-1) and not said.get(1) and cfg.portfolio.kind == "spot":
         parts[0] += (
             "; none long, and a spot account does not short: direction -1 only closes a long "
-            "(portfolio.kind = \"margin\" trades both ways)"
+            '(portfolio.kind = "margin" trades both ways)'
         )
     spec = next((p for p in cfg.producers if p.name == producer), None)
     rule = cfg.strategy if spec is None else spec if spec.kind == "sma_cross" else None

@@ -215,6 +215,11 @@ def test_ingesting_every_venue_of_a_clashing_file_is_refused(
         "binance_usdm_futures: the same name on two venues is two instruments; ingest one venue "
         "per topic (--venue VENUE, and --topic for the other)"
     )
+    with pytest.raises(ValueError) as exc:  # the futures tape under the spot default
+        ingest_file(USDM_TRADES, "127.0.0.1:1", "trades", progress=False)
+    assert str(exc.value).endswith(
+        "; it holds binance_usdm_futures data, not binance_spot's: --venue binance_usdm_futures"
+    )
 
 
 LEAN_BARS = SHARED / "small" / "lean_sample_crypto_trade_bars.parquet"
