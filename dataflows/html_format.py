@@ -122,3 +122,14 @@ def _x(ts: list[int]) -> list[str]:
 
 def _esc(v: Any) -> str:
     return escape("" if v is None else str(v))
+
+
+NOTE = '<p class="note">{}</p>'.format
+
+
+def _table(head: list[str], rows: list[str], cls: str = "") -> str:
+    ths = "".join(
+        f'<th class="l">{h}</th>' if i == 0 else f"<th>{h}</th>" for i, h in enumerate(head)
+    )
+    body = "".join(f"<tr>{r}</tr>" for r in rows)
+    return f'<div class="scroll"><table class="{cls}"><tr>{ths}</tr>{body}</table></div>'

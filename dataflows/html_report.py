@@ -21,14 +21,17 @@ from plotly.subplots import make_subplots
 
 from dataflows.html_format import (
     CSS,
+    NOTE,
     _cell,
     _esc,
     _sign,
+    _table,
     _x,
     fmt_duration,
     fmt_value,
     utc,
 )
+from dataflows.html_risk import risk_section, state_spans
 
 __all__ = ["fmt_duration", "fmt_value", "render_compare", "render_report", "utc"]
 
@@ -80,14 +83,6 @@ def _metric_keys(*dicts: dict[str, Any]) -> list[str]:
     return known + extra
 
 
-def _table(head: list[str], rows: list[str], cls: str = "") -> str:
-    ths = "".join(
-        f'<th class="l">{h}</th>' if i == 0 else f"<th>{h}</th>" for i, h in enumerate(head)
-    )
-    body = "".join(f"<tr>{r}</tr>" for r in rows)
-    return f'<div class="scroll"><table class="{cls}"><tr>{ths}</tr>{body}</table></div>'
-
-
 # --------------------------------------------------------------------------- figures
 
 MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
@@ -124,22 +119,7 @@ def _markers(x: Any, y: Any, name: str, marker: dict[str, Any], **kw: Any) -> go
 
 
 MODE_COLORS = {"reducing": ORANGE, "halted": RED}
-
-
-def state_spans(changes: list[dict[str, Any]], end_ns: int) -> list[tuple[int, int, str]]:
-    """The account's not-ACTIVE stretches as (from, to, mode), from its account-wide trading
-    state changes in event order; the last runs to `end_ns`."""
-    spans: list[tuple[int, int, str]] = []
-    since, mode = 0, "active"
-    for c in changes:
-        if c.get("symbol"):
-            continue
-        if mode != "active":
-            spans.append((since, int(c["ts_event"]), mode))
-        since, mode = int(c["ts_event"]), str(c["new"])
-    if mode != "active":
-        spans.append((since, max(end_ns, since), mode))
-    return spans
+MAX_SPANS = 200  # shaded stretches drawn (a flapping state would bury the curve)
 
 
 def equity_figure(
@@ -257,7 +237,6 @@ def fan_figure(method: str, fan: dict[str, Any]) -> go.Figure:
 
 # --------------------------------------------------------------------------- sections
 
-NOTE = '<p class="note">{}</p>'.format
 _PER_SYMBOL = _spec(
     "n_trades int Trades; pnl money Net PnL; win_rate pct Win rate; fees money Fees; "
     "benchmark_return spct Buy & hold return"
@@ -283,35 +262,6 @@ def _header(run: dict[str, Any]) -> str:
         f"{escape(_range(run.get('start_ns'), run.get('end_ns')))} · {escape(syms)} · "
         f"source {_esc(run.get('source', '?'))}</div>"
     )
-
-
-MAX_SPANS = 200  # shaded stretches drawn (a flapping state would bury the curve)
-STATE_ROWS = 100
-
-
-def risk_section(risk: dict[str, Any]) -> str:
-    """The risk engine's trading-state changes (time, scope, old -> new, reason) and its
-    denials by rule."""
-    changes, denials = risk.get("state_changes") or [], risk.get("denials") or {}
-    if not changes and not denials:
-        return NOTE("The risk engine changed no trading state and denied no order.")
-    out = ""
-    if changes:
-        rows = [
-            f"<td>{escape(utc(c['ts_event']))}</td><td>{_esc(c.get('symbol') or 'account')}</td>"
-            f"<td>{_esc(c['old'])} → {_esc(c['new'])}</td><td>{_esc(c['reason'])}</td>"
-            for c in changes[:STATE_ROWS]
-        ]
-        more = len(changes) - STATE_ROWS
-        out += "<h3>Trading state changes</h3>" + _table(
-            ["time (UTC)", "scope", "state", "reason"], rows, "states"
-        )
-        if more > 0:
-            out += NOTE(f"{more:,} more in the trading_state table.")
-    if denials:
-        rows = [f"<td>{_esc(r)}</td><td>{n:,}</td>" for r, n in denials.items()]
-        out += "<h3>Orders denied, by rule</h3>" + _table(["rule", "orders"], rows, "denials")
-    return out
 
 
 def _warnings(warnings: list[str]) -> str:
