@@ -490,49 +490,10 @@ def run_backtest(
             markup=False,
             highlight=False,
         )
-    if dead:  # said, never dropped silently: input the run did not use
-        note = dead_letter_note(dead, f"{ch.database}.dead_letters", run_id)
-        out.print(f"note: {note}", markup=False, highlight=False)
-    # Said, never dropped silently: the run covers only the selected symbols.
-    universe = sorted(cfg.symbols)
-    unselected = [d for d in not_replayed if d.symbol in universe]
-    unknown = [d for d in not_replayed if d.symbol not in universe]
-    for skipped, why, listed in (
-        (unselected, "--symbols", selected),
-        (unknown, "the config's `symbols`", universe),
+    for note in replay_notes(
+        spec, cfg, kind, selected, dead, not_replayed, absent, other_venues, ch.database, run_id
     ):
-        if skipped:
-            out.print(
-                f"note: {spec.source} also holds {describe(skipped, unit=_unit(kind))}; not "
-                f"replayed (not in {why}: {', '.join(listed)})",
-                markup=False,
-                highlight=False,
-            )
-    spot_rules = spot_markets_elsewhere(cfg, selected)
-    if spot_rules:  # lot, tick and min notional of another instrument: said, never assumed
-        out.print(
-            f"note: markets {', '.join(spot_rules)} use Binance spot's filters (the defaults) but "
-            f"the config's venue is {cfg.venue!r}: set [markets.<SYMBOL>] tick_size, lot_size "
-            "and min_notional to that venue's",
-            markup=False,
-            highlight=False,
-        )
-    if absent:  # the config's symbols the file lacks: the account trades the others alone
-        out.print(
-            f"note: {spec.source} holds no {_unit(kind)} of the config's "
-            f"{', '.join(absent)}; replayed {', '.join(selected)} only, on the whole account "
-            "(--symbols chooses; a symbol asked for there must be in the source)",
-            markup=False,
-            highlight=False,
-        )
-    if other_venues:  # another venue's BTCUSDT is another instrument: said, not merged
-        out.print(
-            f"note: {spec.source} also holds other venues' {_unit(kind)}: "
-            f"{describe(other_venues, unit=_unit(kind))}; not replayed (the config's venue is "
-            f"{cfg.venue!r}: `venue`)",
-            markup=False,
-            highlight=False,
-        )
+        out.print(f"note: {note}", markup=False, highlight=False)
     if out_dir is not None:
         names = ("report.html", "fills.csv", "equity.csv", "summary.json", "equity.png")
         wrote = [n for n in names if (Path(out_dir) / n).exists()]
@@ -544,3 +505,56 @@ def run_backtest(
         highlight=False,
     )
     return run_id, summary
+
+
+def replay_notes(
+    spec: BacktestSpec,
+    cfg: Config,
+    kind: str,
+    selected: list[str],
+    dead: dict[str, int],
+    not_replayed: list[SymbolData],
+    absent: list[str],
+    other_venues: list[SymbolData],
+    database: str,
+    run_id: str,
+) -> list[str]:
+    """What the run did not use or assumed, each said once (never dropped silently): dead
+    letters, symbols and venues the source holds but the run did not replay, the config's
+    symbols it lacks, and market filters borrowed from Binance spot."""
+    unit = _unit(kind)
+    notes: list[str] = []
+    if dead:
+        notes.append(dead_letter_note(dead, f"{database}.dead_letters", run_id))
+    universe = sorted(cfg.symbols)
+    unselected = [d for d in not_replayed if d.symbol in universe]
+    unknown = [d for d in not_replayed if d.symbol not in universe]
+    for skipped, why, listed in (
+        (unselected, "--symbols", selected),
+        (unknown, "the config's `symbols`", universe),
+    ):
+        if skipped:
+            notes.append(
+                f"{spec.source} also holds {describe(skipped, unit=unit)}; not "
+                f"replayed (not in {why}: {', '.join(listed)})"
+            )
+    spot_rules = spot_markets_elsewhere(cfg, selected)
+    if spot_rules:  # lot, tick and min notional of another instrument: said, never assumed
+        notes.append(
+            f"markets {', '.join(spot_rules)} use Binance spot's filters (the defaults) but "
+            f"the config's venue is {cfg.venue!r}: set [markets.<SYMBOL>] tick_size, lot_size "
+            "and min_notional to that venue's"
+        )
+    if absent:  # the config's symbols the source lacks: the account trades the others alone
+        notes.append(
+            f"{spec.source} holds no {unit} of the config's "
+            f"{', '.join(absent)}; replayed {', '.join(selected)} only, on the whole account "
+            "(--symbols chooses; a symbol asked for there must be in the source)"
+        )
+    if other_venues:  # another venue's BTCUSDT is another instrument: said, not merged
+        notes.append(
+            f"{spec.source} also holds other venues' {unit}: "
+            f"{describe(other_venues, unit=unit)}; not replayed (the config's venue is "
+            f"{cfg.venue!r}: `venue`)"
+        )
+    return notes
