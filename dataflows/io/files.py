@@ -28,21 +28,36 @@ DEFAULT_VENUE = "binance_spot"  # the config's default `venue`
 
 
 def scan(path: str | Path) -> pl.LazyFrame:
-    """A parquet or CSV file; a parquet glob ("bars_1m/*_1m_202*.parquet") reads several."""
+    """A parquet or CSV file, or Binance's own data files as downloaded (`.zip`/`.csv` named
+    BTCUSDT-1m-2024-01, see io/vision.py); a glob ("bars_1m/*_1m_202*.parquet",
+    "BTCUSDT-1m-2024-*.zip") reads several of one kind as one frame."""
+    from dataflows.io import vision
+
     p = Path(path)
     if any(ch in str(path) for ch in "*?["):
-        if p.suffix != ".parquet":
-            raise ValueError(f"globs are supported for parquet only: {path}")
-        if not sorted(p.parent.glob(p.name)):
+        files = sorted(p.parent.glob(p.name))
+        if not files:
             raise FileNotFoundError(f"no files match {path}")
-        return pl.scan_parquet(str(path))
+        if p.suffix == ".parquet":
+            return pl.scan_parquet(str(path))
+        if p.suffix not in (".csv", ".zip", ".gz"):
+            raise ValueError(f"globs are supported for parquet, csv and zip files only: {path}")
+        frames = [scan(f) for f in files]
+        widths = {tuple(f.collect_schema().names()) for f in frames}
+        if len(widths) > 1:
+            raise ValueError(f"the files matching {path} differ in their columns: {widths}")
+        return pl.concat(frames, how="vertical_relaxed")
     if not p.exists():
         raise FileNotFoundError(f"no such file: {p}")
+    if vision.is_vision(p):
+        return vision.read_vision(p)
     if p.suffix == ".parquet":
         return pl.scan_parquet(p)
     if p.suffix in (".csv", ".gz") or p.name.endswith(".csv.gz"):
         return pl.scan_csv(p, try_parse_dates=True)
-    raise ValueError(f"unsupported file type {p.suffix!r} (want .parquet or .csv)")
+    if p.suffix == ".zip":
+        return pl.read_csv(vision.csv_bytes(p), try_parse_dates=True).lazy()
+    raise ValueError(f"unsupported file type {p.suffix!r} (want .parquet, .csv or .zip)")
 
 
 # The columns each kind needs (CSV/parquet header names); see the module docstring.
