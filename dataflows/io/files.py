@@ -128,7 +128,13 @@ def normalized(
     schema = lf.collect_schema()
     if _missing(kind, schema.names()):
         raise _columns_error(kind, schema.names())
-    lf = lf.with_columns(pl.col("symbol").cast(pl.String))
+    # Exchange ids as the config names them: "btcusdt" and ccxt's "BTC/USDT" (or "BTC-USDT")
+    # are BTCUSDT; a derivative's "BTC/USDT:USDT" stays as it is (and is refused by name).
+    sym = pl.col("symbol").cast(pl.String).str.to_uppercase()
+    spot = ~sym.str.contains(":", literal=True)
+    lf = lf.with_columns(
+        pl.when(spot).then(sym.str.replace_all(r"[/_-]", "")).otherwise(sym).alias("symbol")
+    )
     # A file with a venue column holds several venues' data under the same names: keep
     # `venue`'s rows (every venue's when None). A file without one is `venue`'s tape.
     has_venue = "venue" in schema.names()

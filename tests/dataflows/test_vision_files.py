@@ -6,7 +6,8 @@ rows from our parquet, alone, as a glob across files and units, and through a wh
 Binance's klines carry quote volume, trade count and taker volumes, which the reader ignores
 and our bar files lack: those columns are written as 0. The trades files are complete (quote
 quantity = price × qty, as Binance computes it); the aggTrades file groups the capture's
-consecutive trades of one time, price and side, as Binance's aggregation does."""
+consecutive trades of one time, price and side, as Binance's aggregation does. Symbols as other
+tools write them (ccxt's "BTC/USDT") are read as the exchange ids."""
 
 from __future__ import annotations
 
@@ -193,3 +194,20 @@ def test_malformed_binance_files_fail_by_name(tmp_path: Path) -> None:
     flags.write_text("1,60000.0,0.1,6000.0,1723161240000,maybe,True\n")
     with pytest.raises(ValueError, match=r"is_buyer_maker must be true or false; 1 rows"):
         scan(flags)
+
+
+def test_symbols_written_by_other_tools_are_the_exchange_ids() -> None:
+    """ccxt's "BTC/USDT", "btc-usdt" and "eth_usdt" name the config's BTCUSDT and ETHUSDT; a
+    derivative's "BTC/USDT:USDT" is not spot BTCUSDT and keeps its name."""
+    bars = pl.read_parquet(BARS_2024_01)
+    names = {"BTCUSDT": "BTC/USDT", "ETHUSDT": "eth_usdt"}
+    renamed = bars.with_columns(pl.col("symbol").replace_strict(names))
+    want = normalized(bars.lazy(), "bars").collect()
+    assert_frame_equal(normalized(renamed.lazy(), "bars", ["BTCUSDT", "ETHUSDT"]).collect(), want)
+    dashed = bars.with_columns(symbol=pl.lit("btc-usdt"))
+    assert normalized(dashed.lazy(), "bars").collect()["symbol"].unique().to_list() == ["BTCUSDT"]
+    perp = bars.with_columns(symbol=pl.lit("BTC/USDT:USDT"))
+    assert normalized(perp.lazy(), "bars", ["BTCUSDT"]).collect().is_empty()
+    assert normalized(perp.lazy(), "bars").collect()["symbol"].unique().to_list() == [
+        "BTC/USDT:USDT"
+    ]
