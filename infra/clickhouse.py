@@ -27,6 +27,7 @@ from operator import attrgetter
 from typing import Any, Literal
 
 import msgspec
+import numpy as np
 import pyarrow as pa
 from clickhouse_connect.driver.client import Client
 
@@ -299,6 +300,22 @@ _ARROW_TYPES: dict[str, Any] = {
 }
 
 
+def _list_array(values: list[Any], typ: Any) -> Any:
+    """Rows of equal-width float tuples (feature values) as one list array built from a 2-D
+    numpy array: twice as fast as pyarrow's walk of nested Python sequences. Anything else
+    (ragged rows, None, other element types, > 2**31 values) goes through `pa.array`."""
+    if values and pa.types.is_float64(typ.value_type):
+        try:
+            flat = np.array(values)
+        except ValueError:  # ragged
+            flat = None
+        if flat is not None and flat.dtype == np.float64 and flat.ndim == 2 and flat.size < 2**31:
+            n, width = flat.shape
+            offsets = pa.array(np.arange(n + 1, dtype=np.int32) * np.int32(width))
+            return pa.ListArray.from_arrays(offsets, pa.array(flat.ravel()), type=typ)
+    return pa.array(values, typ)
+
+
 def arrow_for(
     table: Table | str,
     structs: Sequence[msgspec.Struct],
@@ -343,7 +360,7 @@ def arrow_for(
         values = list(head)
         for b in blocks:
             values.extend(b.column(name))
-        arrays.append(pa.array(values, typ))
+        arrays.append(_list_array(values, typ) if pa.types.is_list(typ) else pa.array(values, typ))
     ts = pa.timestamp("ns", tz="UTC")  # int ns since the epoch: the same bits
     return pa.Table.from_arrays(
         [a.view(ts) if typ == DATETIME else a for a, (_, typ) in zip(arrays, layout, strict=True)],

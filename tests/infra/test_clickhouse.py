@@ -14,6 +14,7 @@ from typing import Literal
 
 import msgspec
 import polars as pl
+import pyarrow as pa
 import pytest
 
 from infra import clickhouse as ch
@@ -454,6 +455,26 @@ def test_blocks_become_the_same_arrow_rows_as_their_structs() -> None:
             assert str(got.column(name).to_pylist()) == str(want.column(name).to_pylist()), name
     one = ch.arrow_for("features", [], "r", [_feature_block(btc), _feature_block(btc)])
     assert one.column("symbol").to_pylist() == ["BTCUSDT"] * 10
+
+
+def test_float_rows_become_the_arrow_array_pyarrow_builds() -> None:
+    """The numpy path for equal-width float rows gives pyarrow's own array, bit for bit (NaN
+    stays a NaN value, not a null); ragged rows, None and ints take pyarrow's path."""
+    typ = pa.list_(pa.float64())
+    nan = float("nan")
+    for rows in (
+        [(1.5, nan, -0.0), (2.0, 3.0, 1e300)],
+        [(1.0,), (2.0, 3.0)],
+        [(None, 1.0), (2.0, 3.0)],
+        [(), ()],
+        [(1, 2.5)],
+    ):
+        got, want = ch._list_array(list(rows), typ), pa.array(list(rows), typ)
+        assert got.type == want.type and got.offsets.equals(want.offsets)
+        assert got.values.null_count == want.values.null_count
+        assert got.values.to_numpy(zero_copy_only=False).tobytes() == (
+            want.values.to_numpy(zero_copy_only=False).tobytes()
+        )
 
 
 def _predictions(n: int, version: str, start: int = 0) -> list[Prediction]:
