@@ -47,6 +47,8 @@ _TRADES = ("trade_id", "price", "qty", "quote_qty", "trade_time", "is_buyer_make
 TRADES = {7: (*_TRADES, "is_best_match"), 6: _TRADES}  # spot, futures
 _AGG = ("trade_id", "price", "qty", "first_trade_id", "last_trade_id", "trade_time")
 AGG_TRADES = {8: (*_AGG, "is_buyer_maker", "is_best_match"), 7: (*_AGG, "is_buyer_maker")}
+# Binance publishes these under the same file names as klines; they are not traded prices.
+NOT_TRADED = {"markpriceklines", "indexpriceklines", "premiumindexklines"}
 VENUES = {("futures", "um"): "binance_usdm_futures", ("futures", "cm"): "binance_coinm_futures"}
 
 
@@ -79,6 +81,12 @@ def read_vision(path: Path) -> pl.LazyFrame:
     if m is None:
         raise ValueError(f"{path.name} is not a Binance data file name (SYMBOL-1m-2024-01.zip)")
     what = m["what"]
+    folder = next((p for p in path.resolve().parts if p.lower() in NOT_TRADED), None)
+    if folder is not None:
+        raise ValueError(
+            f"{path} is from Binance's {folder} folder: mark, index and premium prices are not "
+            "traded prices, and their volumes are not volumes; use the klines or trades files"
+        )
     layouts = TRADES if what == "trades" else AGG_TRADES if what == "aggTrades" else KLINES
     data = csv_bytes(path)
     first = data.split(b"\n", 1)[0].strip()

@@ -190,6 +190,11 @@ def test_malformed_binance_files_fail_by_name(tmp_path: Path) -> None:
         z.writestr("b.csv", "y\n")
     with pytest.raises(ValueError, match=r"must hold one \.csv file"):
         scan(two)
+    mark = tmp_path / "futures" / "um" / "daily" / "markPriceKlines" / "BTCUSDT" / "1m"
+    mark.mkdir(parents=True)
+    (mark / "BTCUSDT-1m-2024-01-01.csv").write_text("1704067200000,1,1,1,1,0\n")
+    with pytest.raises(ValueError, match=r"markPriceKlines folder: mark, index and premium"):
+        scan(mark / "BTCUSDT-1m-2024-01-01.csv")
     flags = tmp_path / "BTCUSDT-trades-2024-08-08.csv"
     flags.write_text("1,60000.0,0.1,6000.0,1723161240000,maybe,True\n")
     with pytest.raises(ValueError, match=r"is_buyer_maker must be true or false; 1 rows"):
