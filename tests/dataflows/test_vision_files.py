@@ -19,7 +19,8 @@ import pytest
 from polars.testing import assert_frame_equal
 
 from dataflows.backtest import BacktestSpec, run_backtest
-from dataflows.datalist import file_inventory
+from dataflows.datalist import file_inventory, kafka_inventory
+from dataflows.ingest import ingest_file
 from dataflows.io.files import normalized, scan
 from tests.dataflows.flowkit import sma_config
 from tests.paths import BARS_2024_01, TRADES
@@ -216,3 +217,22 @@ def test_symbols_written_by_other_tools_are_the_exchange_ids() -> None:
     assert normalized(perp.lazy(), "bars").collect()["symbol"].unique().to_list() == [
         "BTC/USDT:USDT"
     ]
+
+
+@pytest.mark.kafka
+def test_binance_zips_ingest_to_kafka_like_the_parquet(
+    tmp_path: Path, kafka_topic, kafka_bootstrap: str
+) -> None:
+    """`ingest` reads the files as every command does: the topic fed from a glob of daily zips
+    (one in µs) holds what the parquet of the same bars holds."""
+    bars = _btc_bars()
+    for day, unit in ((1, "ms"), (2, "us")):
+        _klines(_day(bars, day), tmp_path / f"BTCUSDT-1m-2024-01-0{day}.csv", unit)
+    topic = kafka_topic(partitions=2, suffix="md.bars.v1")
+    glob = tmp_path / "BTCUSDT-1m-2024-01-0*.zip"
+    assert ingest_file(glob, kafka_bootstrap, topic=topic, progress=False) == 2 * 1440
+    two_days = tmp_path / "two_days.parquet"
+    bars.filter(pl.col("open_time").dt.day() <= 2).write_parquet(two_days)
+    got, kind = kafka_inventory(kafka_bootstrap, topic)
+    assert kind == "bars"
+    assert got == file_inventory(two_days)[0]
