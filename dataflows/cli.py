@@ -166,7 +166,7 @@ def cmd_dataset(args: argparse.Namespace) -> int:
     _probe_topic(cfg, args.source)
     spec = DatasetSpec(
         source=args.source,
-        symbols=_symbols(args, cfg.symbols, cfg),
+        symbols=_symbols(args, (), cfg),  # none given: the config's, as far as the source has them
         feature_set=args.feature_set or cfg.features.set,
         labels=tuple(args.label or ()),
         out=Path(args.out),

@@ -18,7 +18,7 @@ import json
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,7 @@ import polars as pl
 import pyarrow.parquet as pq
 from rich.console import Console
 
-from dataflows.backtest import BacktestSpec, replay_source
+from dataflows.backtest import BacktestSpec, plan_file_replay, replay_source
 from dataflows.flow import build_feature_flow, selected_symbols
 from dataflows.io.clickhouse import ClickHouseSink
 from dataflows.io.parquet import FeatureParquetSink
@@ -145,7 +145,18 @@ def build_dataset(
     if spec.out.suffix != ".parquet":
         raise ValueError(f"--out must be a .parquet file, got {spec.out}")
     bt = BacktestSpec(spec.source, spec.symbols, spec.start_ns, spec.end_ns, workers=spec.workers)
-    bt.scheme  # noqa: B018  (validates the source string)
+    if bt.scheme == "file":  # what the file holds, checked as a backtest checks it
+        plan = plan_file_replay(bt, cfg, "no rows to build a dataset from")
+        bt, spec = plan.spec, replace(spec, symbols=plan.spec.symbols)  # named, in the id
+        if plan.absent:  # without --symbols: the config's symbols the file holds, and said
+            console.print(
+                f"note: {spec.source} holds no {plan.kind} of the config's "
+                f"{', '.join(plan.absent)}; the dataset has {', '.join(spec.symbols)} only",
+                markup=False,
+                highlight=False,
+            )
+    elif not spec.symbols:
+        spec = replace(spec, symbols=tuple(cfg.symbols))
     symbols = sorted(selected_symbols(cfg, spec.symbols))
     FeatureEngine(fs, symbols)  # e.g. a pair feature whose reference symbol is not selected
     dsid = dataset_id_for(spec, fs, labels, cfg)

@@ -8,6 +8,7 @@ flag, and trade-flow columns left out (with a note) when the bars were not built
 from __future__ import annotations
 
 import datetime as dt
+import re
 from pathlib import Path
 
 import numpy as np
@@ -271,7 +272,12 @@ def _stored_feature_rows(ch_dsn: str, ch_db: str) -> int:
         (["--source", "file:/nonexistent/bars.parquet"], "no such file", False),
         (["--symbols", "ETHUSDT"], "needs reference symbol(s) ['BTCUSDT']", False),
         (["--symbols", "BTCUSDT,ETHUSDT,SOLUSDT"], "not in the config's universe", False),
-        (["--start", "2025-01-01", "--end", "2025-01-02"], "the replay produced no bars", False),
+        (
+            ["--start", "2025-01-01", "--end", "2025-01-02"],
+            "no rows to build a dataset from for BTCUSDT, ETHUSDT between --start 2025-01-01 "
+            "00:00:00 and --end 2025-01-02 00:00:00 UTC; file:",
+            True,
+        ),
     ],
     ids=[
         "unknown-set",
@@ -319,6 +325,34 @@ def test_bad_requests_fail_cleanly_with_exit_code_2(
 
 
 # --------------------------------------------------------------------------- 4. no lookahead
+
+
+def test_a_file_without_one_of_the_configs_symbols_builds_the_others_and_says_so(
+    ch_dsn: str, ch_db: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Without --symbols, as a backtest does: the config's symbols the file holds, the missing
+    one named; the same dataset (and id) as --symbols naming those. Asked for by name, a symbol
+    the file lacks is refused."""
+    eth = tmp_path / "eth.parquet"
+    pl.read_parquet(BARS_2024_01).filter(pl.col("symbol") == "ETHUSDT").write_parquet(eth)
+    base = ["offline", "dataset", "--source", f"file:{eth}", "--start", START, "--end", END]
+    base += ["--set", f"clickhouse.database={ch_db}", "--label", "forward:h=1", "--no-progress"]
+    assert main([*base, "--out", str(tmp_path / "a.parquet")]) == 0
+    said = capsys.readouterr()
+    out = " ".join(said.out.split())
+    assert (
+        f"note: file:{eth} holds no bars of the config's BTCUSDT; the dataset has ETHUSDT only"
+    ) in " ".join(said.err.split())
+    assert main([*base, "--out", str(tmp_path / "b.parquet"), "--symbols", "ETHUSDT"]) == 0
+    named = " ".join(capsys.readouterr().out.split())
+    ids = [re.search(r"dataset (ds-[0-9a-f]+)", text)[1] for text in (out, named)]  # type: ignore[index]
+    assert ids[0] == ids[1]
+    a, b = (pl.read_parquet(tmp_path / f"{x}.parquet") for x in "ab")
+    assert_frame_equal(a, b)
+    assert a["symbol"].unique().to_list() == ["ETHUSDT"] and a.height == BARS_PER_SYMBOL
+    assert main([*base, "--out", str(tmp_path / "c.parquet"), "--symbols", "BTCUSDT"]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert f"file:{eth} holds no bars for BTCUSDT (--symbols); it holds ETHUSDT: 44,640" in err
 
 
 def test_truncated_replay_features_are_a_prefix_of_the_full_replay(
