@@ -54,10 +54,30 @@ def scan(path: str | Path) -> pl.LazyFrame:
     if p.suffix == ".parquet":
         return pl.scan_parquet(p)
     if p.suffix in (".csv", ".gz") or p.name.endswith(".csv.gz"):
-        return pl.scan_csv(p, try_parse_dates=True)
+        return _headed(p, pl.scan_csv(p, try_parse_dates=True))
     if p.suffix == ".zip":
-        return pl.read_csv(vision.csv_bytes(p), try_parse_dates=True).lazy()
+        return _headed(p, pl.read_csv(vision.csv_bytes(p), try_parse_dates=True).lazy())
     raise ValueError(f"unsupported file type {p.suffix!r} (want .parquet, .csv or .zip)")
+
+
+def _headed(path: Path, lf: pl.LazyFrame) -> pl.LazyFrame:
+    """A CSV whose "header" is numbers is data without one (Binance's spot files, renamed):
+    said, rather than reported as a file lacking every column."""
+    names = lf.collect_schema().names()
+    for n in names:  # polars renames repeated header names "x_duplicated_0", ...
+        value = n.split("_duplicated_", 1)[0]
+        if value.lower() in ("true", "false"):
+            continue
+        try:
+            float(value)
+        except ValueError:
+            return lf
+    raise ValueError(
+        f"{path} has no header row (its first line is data: {', '.join(names[:6])}, ...); a "
+        "Binance download keeps its name (BTCUSDT-1m-2024-01.zip, BTCUSDT-trades-2024-08-08.zip)"
+        " so its columns and symbol can be read; or add a header (bars: "
+        f"{', '.join(COLUMNS['bars'])}; trades: {', '.join(COLUMNS['trades'])})"
+    )
 
 
 # The columns each kind needs (CSV/parquet header names); see the module docstring.

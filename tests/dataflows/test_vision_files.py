@@ -196,6 +196,10 @@ def test_malformed_binance_files_fail_by_name(tmp_path: Path) -> None:
     (mark / "BTCUSDT-1m-2024-01-01.csv").write_text("1704067200000,1,1,1,1,0\n")
     with pytest.raises(ValueError, match=r"markPriceKlines folder: mark, index and premium"):
         scan(mark / "BTCUSDT-1m-2024-01-01.csv")
+    renamed = tmp_path / "btc_january.zip"  # a Binance download under a name of one's own
+    _klines(_day(_btc_bars(), 1), tmp_path / "btc_january.csv")
+    with pytest.raises(ValueError, match=r"btc_january.zip has no header row \(its first line"):
+        scan(renamed)
     flags = tmp_path / "BTCUSDT-trades-2024-08-08.csv"
     flags.write_text("1,60000.0,0.1,6000.0,1723161240000,maybe,True\n")
     with pytest.raises(ValueError, match=r"is_buyer_maker must be true or false; 1 rows"):
