@@ -20,6 +20,7 @@ from typing import Any, Literal
 import polars as pl
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
+from dataflows.io import vision
 from dataflows.io.pacing import Pace, check_speed
 from schemas.messages import NS_PER_MINUTE, Bar, Trade
 
@@ -31,8 +32,6 @@ def scan(path: str | Path) -> pl.LazyFrame:
     """A parquet or CSV file, or Binance's own data files as downloaded (`.zip`/`.csv` named
     BTCUSDT-1m-2024-01, see io/vision.py); a glob ("bars_1m/*_1m_202*.parquet",
     "BTCUSDT-1m-2024-*.zip") reads several of one kind as one frame."""
-    from dataflows.io import vision
-
     p = Path(path)
     if any(ch in str(path) for ch in "*?["):
         files = sorted(p.parent.glob(p.name))
@@ -56,7 +55,7 @@ def scan(path: str | Path) -> pl.LazyFrame:
     if p.suffix in (".csv", ".gz") or p.name.endswith(".csv.gz"):
         return _headed(p, pl.scan_csv(p, try_parse_dates=True))
     if p.suffix == ".zip":
-        return _headed(p, pl.read_csv(vision.csv_bytes(p), try_parse_dates=True).lazy())
+        return _headed(p, vision.read_zip_csv(p))
     raise ValueError(f"unsupported file type {p.suffix!r} (want .parquet, .csv or .zip)")
 
 

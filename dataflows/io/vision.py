@@ -13,6 +13,7 @@ those of the trades, but trade counts and trade-size features count aggregates.
 
 from __future__ import annotations
 
+import functools
 import io
 import itertools
 import re
@@ -67,21 +68,45 @@ def csv_bytes(path: Path) -> bytes:
         return z.read(members[0])
 
 
-def venue_of(path: Path) -> str | None:
-    parts = [p.lower() for p in path.resolve().parts]
+def venue_of(parts: list[str]) -> str | None:
+    """The venue of Binance's folder layout (`parts`: the path's lower-cased parts)."""
     for (a, b), venue in VENUES.items():
         if any(x == a and y == b for x, y in itertools.pairwise(parts)):
             return venue
     return None
 
 
+def _identity(path: Path) -> tuple[str, int, int]:
+    st = path.stat()
+    return str(path.resolve()), st.st_mtime_ns, st.st_size
+
+
 def read_vision(path: Path) -> pl.LazyFrame:
-    """One Binance data file -> a frame with this project's file columns (see files.COLUMNS)."""
+    """One Binance data file -> a frame with this project's file columns (see files.COLUMNS).
+    A command opens its source several times (inventory, range check, replay): the file is
+    decompressed and parsed once per process, and again only if it changes."""
+    return _read_vision(*_identity(path)).lazy()
+
+
+def read_zip_csv(path: Path) -> pl.LazyFrame:
+    """A one-CSV zip with a header row (this project's columns), parsed once per process."""
+    return _read_zip_csv(*_identity(path)).lazy()
+
+
+@functools.cache
+def _read_zip_csv(resolved: str, _mtime_ns: int, _size: int) -> pl.DataFrame:
+    return pl.read_csv(csv_bytes(Path(resolved)), try_parse_dates=True)
+
+
+@functools.cache
+def _read_vision(resolved: str, _mtime_ns: int, _size: int) -> pl.DataFrame:
+    path = Path(resolved)
     m = NAME.match(path.name)
     if m is None:
         raise ValueError(f"{path.name} is not a Binance data file name (SYMBOL-1m-2024-01.zip)")
     what = m["what"]
-    folder = next((p for p in path.resolve().parts if p.lower() in NOT_TRADED), None)
+    parts = [p.lower() for p in path.parts]
+    folder = next((p for p in path.parts if p.lower() in NOT_TRADED), None)
     if folder is not None:
         raise ValueError(
             f"{path} is from Binance's {folder} folder: mark, index and premium prices are not "
@@ -115,7 +140,7 @@ def read_vision(path: Path) -> pl.LazyFrame:
             )
         df = df.with_columns(is_buyer_maker=flag == "true")
     df = df.with_columns(symbol=pl.lit(m["symbol"]))
-    venue = venue_of(path)
+    venue = venue_of(parts)
     if venue is not None:
         df = df.with_columns(venue=pl.lit(venue))
-    return df.lazy()
+    return df
