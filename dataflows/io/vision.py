@@ -18,6 +18,7 @@ import io
 import itertools
 import re
 import zipfile
+import zlib
 from pathlib import Path
 
 import polars as pl
@@ -61,11 +62,19 @@ def csv_bytes(path: Path) -> bytes:
     """The CSV inside a one-file zip (Binance's packaging), or the file itself."""
     if path.suffix != ".zip":
         return path.read_bytes()
-    with zipfile.ZipFile(path) as z:
-        members = [n for n in z.namelist() if not n.endswith("/")]
-        if len(members) != 1 or not members[0].endswith(".csv"):
-            raise ValueError(f"{path}: a zip source must hold one .csv file, it holds {members}")
-        return z.read(members[0])
+    try:
+        with zipfile.ZipFile(path) as z:
+            members = [n for n in z.namelist() if not n.endswith("/")]
+            if len(members) != 1 or not members[0].endswith(".csv"):
+                raise ValueError(
+                    f"{path}: a zip source must hold one .csv file, it holds {members}"
+                )
+            return z.read(members[0])
+    except (zipfile.BadZipFile, zlib.error, EOFError) as exc:  # truncated or corrupt download
+        raise ValueError(
+            f"{path} is not a readable zip ({exc}): download it again (Binance publishes a "
+            ".CHECKSUM file beside each one)"
+        ) from exc
 
 
 def venue_of(parts: list[str]) -> str | None:

@@ -191,6 +191,11 @@ def test_malformed_binance_files_fail_by_name(tmp_path: Path) -> None:
         z.writestr("b.csv", "y\n")
     with pytest.raises(ValueError, match=r"must hold one \.csv file"):
         scan(two)
+    whole = _klines(_day(_btc_bars(), 1), tmp_path / "BTCUSDT-1m-2024-01-01.csv")
+    cut = tmp_path / "BTCUSDT-1m-2024-01-02.zip"  # a download cut short
+    cut.write_bytes(whole.read_bytes()[:2000])
+    with pytest.raises(ValueError, match=r"BTCUSDT-1m-2024-01-02.zip is not a readable zip"):
+        scan(cut)
     mark = tmp_path / "futures" / "um" / "daily" / "markPriceKlines" / "BTCUSDT" / "1m"
     mark.mkdir(parents=True)
     (mark / "BTCUSDT-1m-2024-01-01.csv").write_text("1704067200000,1,1,1,1,0\n")
