@@ -20,7 +20,7 @@ from typing import Any, Literal
 import polars as pl
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
-from dataflows.io import vision
+from dataflows.io import columns, vision
 from dataflows.io.pacing import Pace, check_speed
 from schemas.messages import NS_PER_MINUTE, Bar, Trade
 
@@ -31,32 +31,47 @@ DEFAULT_VENUE = "binance_spot"  # the config's default `venue`
 def scan(path: str | Path) -> pl.LazyFrame:
     """A parquet or CSV file, or Binance's own data files as downloaded (`.zip`/`.csv` named
     BTCUSDT-1m-2024-01, see io/vision.py); a glob ("bars_1m/*_1m_202*.parquet",
-    "BTCUSDT-1m-2024-*.zip") reads several of one kind as one frame."""
+    "BTCUSDT-1m-2024-*.zip") reads several of one kind as one frame. Common exports' column
+    names (`timestamp`, `Open`, `quantity`, `side`, a symbol in the file name) are mapped onto
+    this project's (io/columns.py)."""
     p = Path(path)
     if any(ch in str(path) for ch in "*?["):
-        files = sorted(p.parent.glob(p.name))
-        if not files:
-            raise FileNotFoundError(f"no files match {path}")
-        if p.suffix == ".parquet":
-            return pl.scan_parquet(str(path))
-        if p.suffix not in (".csv", ".zip", ".gz"):
-            raise ValueError(f"globs are supported for parquet, csv and zip files only: {path}")
-        frames = [scan(f) for f in files]
-        widths = {tuple(f.collect_schema().names()) for f in frames}
-        if len(widths) > 1:
-            raise ValueError(f"the files matching {path} differ in their columns: {widths}")
-        return pl.concat(frames, how="vertical_relaxed")
+        return _scan_glob(p)
     if not p.exists():
         raise FileNotFoundError(f"no such file: {p}")
     if vision.is_vision(p):
         return vision.read_vision(p)
     if p.suffix == ".parquet":
-        return pl.scan_parquet(p)
-    if p.suffix in (".csv", ".gz") or p.name.endswith(".csv.gz"):
-        return _headed(p, pl.scan_csv(p, try_parse_dates=True))
-    if p.suffix == ".zip":
-        return _headed(p, vision.read_zip_csv(p))
-    raise ValueError(f"unsupported file type {p.suffix!r} (want .parquet, .csv or .zip)")
+        lf = pl.scan_parquet(p)
+    elif p.suffix in (".csv", ".gz") or p.name.endswith(".csv.gz"):
+        lf = _headed(p, pl.scan_csv(p, try_parse_dates=True))
+    elif p.suffix == ".zip":
+        lf = _headed(p, vision.read_zip_csv(p))
+    elif p.suffix in (".feather", ".arrow", ".ipc"):  # freqtrade's default data format
+        lf = pl.scan_ipc(p)
+    else:
+        raise ValueError(
+            f"unsupported file type {p.suffix!r} (want .parquet, .csv, .zip or .feather)"
+        )
+    return columns.canonical(lf, p)
+
+
+def _scan_glob(p: Path) -> pl.LazyFrame:
+    files = sorted(p.parent.glob(p.name))
+    if not files:
+        raise FileNotFoundError(f"no files match {p}")
+    if p.suffix == ".parquet":
+        lf = pl.scan_parquet(str(p))
+        if any(n.lower() == "symbol" for n in lf.collect_schema().names()):
+            return columns.canonical(lf, p)
+        # without a symbol column, each file's name says its symbol: read them one by one
+    elif p.suffix not in (".csv", ".zip", ".gz"):
+        raise ValueError(f"globs are supported for parquet, csv and zip files only: {p}")
+    frames = [scan(f) for f in files]
+    widths = {tuple(f.collect_schema().names()) for f in frames}
+    if len(widths) > 1:
+        raise ValueError(f"the files matching {p} differ in their columns: {widths}")
+    return pl.concat(frames, how="vertical_relaxed")
 
 
 def _headed(path: Path, lf: pl.LazyFrame) -> pl.LazyFrame:
@@ -121,6 +136,8 @@ def _ns(col: str, dtype: pl.DataType) -> pl.Expr:
     word and microseconds overflow."""
     if isinstance(dtype, pl.Datetime):
         return pl.col(col).dt.epoch("ns")
+    if dtype == pl.String:  # text the CSV reader did not take for dates ("+00:00" offsets, ...)
+        return pl.col(col).str.to_datetime(time_unit="ns", time_zone="UTC").dt.epoch("ns")
     c = pl.col(col).cast(pl.Int64)
     return (
         pl.when(c < 10**11)
