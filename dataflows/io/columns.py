@@ -12,6 +12,8 @@ Rules, chosen so that a mapping can only make a file readable, never change what
 - no symbol column: the file's name says it (`BTCUSDT-1m.csv`, freqtrade's `BTC_USDT-1m.feather`,
   `eth-usdt_trades.parquet`): the first name part, or two joined ones, that ends in a quote
   asset; none found is an error naming the fix;
+- `Volume BTC` beside `Volume USDT` (CryptoDataDownload's CSVs, which open with a banner line
+  that is skipped): the base asset's is the volume;
 - a column naming several markets (`market`, `exchange`, as in QuantConnect's exports) other than
   `venue` is refused: one symbol name on several exchanges is several instruments, and merging
   them into one stream would be silently wrong.
@@ -88,6 +90,8 @@ def canonical(lf: pl.LazyFrame, path: Path) -> pl.LazyFrame:
             lower[target] = lower.pop(found)
     if rename:
         lf = lf.rename(rename)
+    if kind == "bars" and "volume" not in lower:
+        lf = _base_volume(lf, path)
     cols = set(lf.collect_schema().names())
     for market in _MARKET_COLUMNS:
         if market in cols and "venue" not in cols:
@@ -103,6 +107,27 @@ def canonical(lf: pl.LazyFrame, path: Path) -> pl.LazyFrame:
             )
         lf = lf.with_columns(pl.lit(symbol).alias("symbol"))
     return lf
+
+
+def _base_volume(lf: pl.LazyFrame, path: Path) -> pl.LazyFrame:
+    """`Volume BTC` beside `Volume USDT` (CryptoDataDownload's): the base asset's is the volume,
+    the one whose asset the symbol starts with (a lone `volume <asset>` is taken as it is)."""
+    found = {
+        m[1].upper(): n
+        for n in lf.collect_schema().names()
+        if (m := re.fullmatch(r"volume[ _]+([a-z0-9]+)", n, re.IGNORECASE))
+    }
+    if len(found) > 1:
+        names = lf.collect_schema().names()
+        if "symbol" in names:
+            first = lf.select(pl.col("symbol").cast(pl.String).first()).collect().item()
+        else:
+            first = symbol_from_name(path)
+        sym = re.sub(r"[^A-Z0-9]", "", str(first or "").upper())
+        found = {a: n for a, n in found.items() if sym.startswith(a) and len(sym) > len(a)}
+    if len(found) != 1:
+        return lf  # detect_kind names the missing `volume`
+    return lf.rename({next(iter(found.values())): "volume"})
 
 
 def _one_market(lf: pl.LazyFrame, column: str, path: Path) -> None:

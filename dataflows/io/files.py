@@ -44,7 +44,11 @@ def scan(path: str | Path) -> pl.LazyFrame:
     if p.suffix == ".parquet":
         lf = pl.scan_parquet(p)
     elif p.suffix in (".csv", ".gz") or p.name.endswith(".csv.gz"):
-        lf = _headed(p, pl.scan_csv(p, try_parse_dates=True))
+        lf = pl.scan_csv(p, try_parse_dates=True)
+        names = lf.collect_schema().names()
+        if len(names) == 1 and names[0].lower().startswith(("http", "www.")):  # a banner line
+            lf = pl.scan_csv(p, try_parse_dates=True, skip_rows=1)  # (CryptoDataDownload's)
+        lf = _headed(p, lf)
     elif p.suffix == ".zip":
         lf = _headed(p, vision.read_zip_csv(p))
     elif p.suffix in (".feather", ".arrow", ".ipc"):  # freqtrade's default data format

@@ -139,3 +139,28 @@ def test_canonical_files_are_left_as_they_are() -> None:
 )
 def test_symbol_from_name(name: str, symbol: str | None) -> None:
     assert symbol_from_name(Path(name)) == symbol
+
+
+def test_cryptodatadownload_csv_reads_as_the_canonical_bars(tmp_path: Path) -> None:
+    """A banner line, then `unix,date,symbol,...,Volume BTC,Volume USDT,tradecount`, newest
+    first: the base asset's volume is the volume, `unix` (ms) the open time."""
+    df = _bars("BTCUSDT")
+    path = tmp_path / "Binance_BTCUSDT_1m.csv"
+    body = (
+        df.sort("open_time", descending=True)
+        .select(
+            pl.col("open_time").dt.epoch("ms").alias("unix"),
+            pl.col("open_time").dt.strftime("%Y-%m-%d %H:%M:%S").alias("date"),
+            pl.lit("BTC/USDT").alias("symbol"),
+            "open",
+            "high",
+            "low",
+            "close",
+            pl.col("volume").alias("Volume BTC"),
+            (pl.col("volume") * pl.col("close")).alias("Volume USDT"),
+            pl.lit(7).alias("tradecount"),
+        )
+        .write_csv()
+    )
+    path.write_text("https://www.CryptoDataDownload.com\n" + body)
+    assert _read(path).equals(normalized(df.lazy(), "bars").collect())
