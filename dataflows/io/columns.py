@@ -102,8 +102,9 @@ def canonical(lf: pl.LazyFrame, path: Path) -> pl.LazyFrame:
         symbol = symbol_from_name(path)
         if symbol is None:
             raise ValueError(
-                f"{path} has no symbol column and its name does not say one: add a `symbol` "
-                "column, or name the file after its symbol (BTCUSDT-1m.csv, BTC_USDT-1m.parquet)"
+                f"{path} has no symbol column and its name does not say one (it has: "
+                f"{', '.join(sorted(cols))}): add a `symbol` column, or name the file after its "
+                "symbol (BTCUSDT-1m.csv, BTC_USDT-1m.parquet)"
             )
         lf = lf.with_columns(pl.lit(symbol).alias("symbol"))
     return lf

@@ -249,8 +249,8 @@ def test_a_file_missing_a_column_names_it_and_the_columns_it_has(
     bars.drop("symbol").write_parquet(no_symbol)
     assert main(["ingest", "file", str(no_symbol), "--no-progress"]) == 2
     line = _err(capsys)
-    assert line.startswith("error: a bars file needs column symbol, which it lacks; it has: ")
-    assert "open_time" in line
+    assert line.startswith(f"error: {no_symbol} has no symbol column and its name does not say")
+    assert "open_time" in line and "name the file after its symbol (BTCUSDT-1m.csv" in line
     assert main(["backtest", "--source", f"file:{tmp_path}/nothing.parquet"]) == 2
     assert "no such file" in _err(capsys)
 
