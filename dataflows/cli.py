@@ -434,7 +434,9 @@ def parser() -> argparse.ArgumentParser:
         "binance_spot_btc_eth_1m_2024-01.parquet --feature-set full "
         "--label forward:h=1,5 --out out/jan.parquet",
     )
-    replay_args(d, "kafka:<topic> or file:<path> (parquet, csv or Binance .zip; globs allowed)")
+    replay_args(
+        d, "kafka:<topic> or file:<path> (parquet, csv, feather or Binance .zip; globs allowed)"
+    )
     d.add_argument("--feature-set", help="built-in or [feature_sets] name (default: config's)")
     d.add_argument(
         "--label",
@@ -486,8 +488,8 @@ def parser() -> argparse.ArgumentParser:
     )
     d.add_argument(
         "--source",
-        help="kafka:<topic> or file:<path or glob: parquet, csv, Binance .zip> (default: the "
-        "md.bars.v1 and md.trades.v1 topics on the configured broker)",
+        help="kafka:<topic> or file:<path or glob: parquet, csv, feather, Binance .zip> "
+        "(default: the md.bars.v1 and md.trades.v1 topics on the configured broker)",
     )
     config_args(d)
     d.set_defaults(fn=cmd_data_list)
