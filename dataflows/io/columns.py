@@ -98,6 +98,7 @@ def canonical(lf: pl.LazyFrame, path: Path) -> pl.LazyFrame:
             _one_market(lf, market, path)
     if kind == "trades":
         lf = _taker_side(lf, cols, path)
+    _check_text_times(lf, path)
     if "symbol" not in cols:
         symbol = symbol_from_name(path)
         if symbol is None:
@@ -129,6 +130,22 @@ def _base_volume(lf: pl.LazyFrame, path: Path) -> pl.LazyFrame:
     if len(found) != 1:
         return lf  # detect_kind names the missing `volume`
     return lf.rename({next(iter(found.values())): "volume"})
+
+
+def _check_text_times(lf: pl.LazyFrame, path: Path) -> None:
+    """Times as text must parse as UTC ISO times (files._ns reads them): fail quoting one."""
+    schema = lf.collect_schema()
+    for col in ("open_time", "trade_time", "local_ts"):
+        if schema.get(col) != pl.String:
+            continue
+        parsed = pl.col(col).str.to_datetime(time_unit="ns", time_zone="UTC", strict=False)
+        bad = lf.select(pl.col(col).filter(parsed.is_null()).head(3)).collect()[col]
+        if bad.len():
+            raise ValueError(
+                f"{path}: column {col!r} holds text that is not a time "
+                f"({', '.join(map(repr, bad.to_list()))}); write ISO times "
+                "(2024-01-01T00:00:00Z) or integer epochs"
+            )
 
 
 def _one_market(lf: pl.LazyFrame, column: str, path: Path) -> None:

@@ -69,8 +69,8 @@ def _scan_glob(p: Path) -> pl.LazyFrame:
         if any(n.lower() == "symbol" for n in lf.collect_schema().names()):
             return columns.canonical(lf, p)
         # without a symbol column, each file's name says its symbol: read them one by one
-    elif p.suffix not in (".csv", ".zip", ".gz"):
-        raise ValueError(f"globs are supported for parquet, csv and zip files only: {p}")
+    elif p.suffix not in (".csv", ".zip", ".gz", ".feather", ".arrow", ".ipc"):
+        raise ValueError(f"globs are supported for parquet, csv, zip and feather files: {p}")
     frames = [scan(f) for f in files]
     widths = {tuple(f.collect_schema().names()) for f in frames}
     if len(widths) > 1:

@@ -164,3 +164,10 @@ def test_cryptodatadownload_csv_reads_as_the_canonical_bars(tmp_path: Path) -> N
     )
     path.write_text("https://www.CryptoDataDownload.com\n" + body)
     assert _read(path).equals(normalized(df.lazy(), "bars").collect())
+
+
+def test_text_times_that_are_not_times_are_refused_quoting_one(tmp_path: Path) -> None:
+    path = tmp_path / "BTCUSDT-1m.csv"
+    path.write_text("timestamp,open,high,low,close,volume\nyesterday,1,2,0.5,1.5,10\n")
+    with pytest.raises(ValueError, match=r"'open_time' holds text that is not a time \('yest"):
+        scan(path)
